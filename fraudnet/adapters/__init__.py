@@ -1,0 +1,1 @@
+"""Thin adapters around the core: stream (Faust), p2p (libp2p), storage, HTTP."""

@@ -1,0 +1,256 @@
+"""Pseudonymised records the node works with, and their wire encoding.
+
+* :class:`TxRecord` -- a transaction after ingest: identifiers replaced by
+  node-local keyed references (``HMAC-SHA256(node secret, kind || 0 || id)``
+  truncated to 16 bytes), the BIN kept (first 6 digits may be shown under
+  PCI DSS), amounts normalised. This is what internal topics, state and the
+  audit log see; the raw card number never goes further than ingest.
+* :class:`TxColumns` -- a batch of records as numpy columns, the input of
+  the feature and scoring kernels (one kernel call per batch).
+* :class:`Decision` -- the node's answer for one transaction.
+
+Batches travel on internal topics as one msgpack message each
+(:func:`encode_tx_batch` / :func:`decode_tx_batch`), so Faust's per-message
+cost is paid once per batch, not once per transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from fraudnet.errors import InputError
+
+from .ids import key64, pseudonym
+from .transaction import CHANNELS, Transaction
+
+__all__ = [
+    "OUTCOMES",
+    "REF_LEN",
+    "Decision",
+    "Outcome",
+    "TxColumns",
+    "TxRecord",
+    "columns",
+    "decode_decisions",
+    "decode_tx_batch",
+    "encode_decisions",
+    "encode_tx_batch",
+    "to_record",
+]
+
+REF_LEN: Final = 16
+BATCH_VERSION: Final = 1
+MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
+Outcome = Literal["allow", "review", "block"]
+OUTCOMES: Final[tuple[Outcome, ...]] = ("allow", "review", "block")
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """A pseudonymised, normalised transaction (see module docstring)."""
+
+    tx_id: str
+    ts_us: int
+    card_ref: bytes
+    terminal_ref: bytes
+    amount: float
+    amount_minor: int
+    currency: str
+    bin: str | None = None
+    merchant_ref: bytes | None = None
+    device_ref: bytes | None = None
+    mcc: int | None = None
+    channel: str | None = None
+    country: str | None = None
+    label: int | None = None
+    #: network pseudonyms, filled in by the signals layer: ((epoch, card, terminal), ...)
+    net_refs: tuple[tuple[int, bytes, bytes], ...] = ()
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.tx_id, self.ts_us, self.card_ref, self.terminal_ref, self.amount,
+            self.amount_minor, self.currency, self.bin, self.merchant_ref, self.device_ref,
+            self.mcc, self.channel, self.country, self.label,
+            [list(t) for t in self.net_refs],
+        ]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, w: Any) -> TxRecord:
+        if not isinstance(w, list) or len(w) < 14:
+            raise InputError("tx record: expected an array of at least 14 items")
+        net = tuple((int(e), bytes(c), bytes(t)) for e, c, t in w[14]) if len(w) > 14 else ()
+        return cls(
+            tx_id=str(w[0]), ts_us=int(w[1]), card_ref=bytes(w[2]), terminal_ref=bytes(w[3]),
+            amount=float(w[4]), amount_minor=int(w[5]), currency=str(w[6]), bin=w[7],
+            merchant_ref=w[8], device_ref=w[9], mcc=w[10], channel=w[11], country=w[12],
+            label=w[13], net_refs=net,
+        )  # fmt: skip
+
+
+def to_record(tx: Transaction, node_secret: bytes) -> TxRecord:
+    """Pseudonymise a transaction with the node's secret (drops the raw card number)."""
+
+    def ref(kind: str, value: str | None) -> bytes | None:
+        return None if value is None else pseudonym(node_secret, kind, value)[:REF_LEN]
+
+    card_ref = ref("card", tx.card)
+    terminal_ref = ref("terminal", tx.terminal_id)
+    assert card_ref is not None and terminal_ref is not None
+    return TxRecord(
+        tx_id=tx.tx_id,
+        ts_us=tx.ts_us,
+        card_ref=card_ref,
+        terminal_ref=terminal_ref,
+        amount=tx.amount,
+        amount_minor=tx.amount_minor,
+        currency=tx.currency,
+        bin=tx.bin,
+        merchant_ref=ref("merchant", tx.merchant_id),
+        device_ref=ref("device", tx.device_id),
+        mcc=tx.mcc,
+        channel=tx.channel,
+        country=tx.country,
+        label=tx.label,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TxColumns:
+    """A batch of transactions as numpy columns (all arrays have the same length).
+
+    ``ts_s`` is event time in seconds (float64), ``amount`` in the reporting
+    currency. ``label`` is -1 when unknown. ``channel`` indexes
+    :data:`~fraudnet.core.transaction.CHANNELS` (-1 when absent); ``mcc`` is
+    -1 when absent.
+    """
+
+    card_key: npt.NDArray[np.uint64]
+    terminal_key: npt.NDArray[np.uint64]
+    ts_s: npt.NDArray[np.float64]
+    amount: npt.NDArray[np.float64]
+    mcc: npt.NDArray[np.int32]
+    channel: npt.NDArray[np.int8]
+    label: npt.NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return int(self.ts_s.shape[0])
+
+
+def columns(records: Sequence[TxRecord]) -> TxColumns:
+    """Build the numpy columns of a batch of records."""
+    n = len(records)
+    chan_index = {c: i for i, c in enumerate(CHANNELS)}
+    return TxColumns(
+        card_key=np.fromiter((key64(r.card_ref) for r in records), dtype=np.uint64, count=n),
+        terminal_key=np.fromiter(
+            (key64(r.terminal_ref) for r in records), dtype=np.uint64, count=n
+        ),
+        ts_s=np.fromiter((r.ts_us / 1e6 for r in records), dtype=np.float64, count=n),
+        amount=np.fromiter((r.amount for r in records), dtype=np.float64, count=n),
+        mcc=np.fromiter(
+            (-1 if r.mcc is None else r.mcc for r in records), dtype=np.int32, count=n
+        ),
+        channel=np.fromiter(
+            (chan_index.get(r.channel, -1) if r.channel else -1 for r in records),
+            dtype=np.int8,
+            count=n,
+        ),
+        label=np.fromiter(
+            (-1 if r.label is None else r.label for r in records), dtype=np.int8, count=n
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The node's decision on one transaction.
+
+    ``latency_us`` is the node's processing time for this transaction,
+    from its arrival at the node (ingest) to the decision.
+    """
+
+    tx_id: str
+    card_ref: bytes
+    outcome: Outcome
+    score: float
+    reasons: tuple[str, ...]
+    model_id: str
+    ts_us: int
+    decided_at_us: int
+    latency_us: int
+    label: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "tx_id": self.tx_id,
+            "card": self.card_ref.hex(),
+            "outcome": self.outcome,
+            "score": self.score,
+            "reasons": list(self.reasons),
+            "model_id": self.model_id,
+            "ts_us": self.ts_us,
+            "decided_at_us": self.decided_at_us,
+            "latency_us": self.latency_us,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Decision:
+        try:
+            return cls(
+                tx_id=str(d["tx_id"]),
+                card_ref=bytes.fromhex(d["card"]),
+                outcome=d["outcome"],
+                score=float(d["score"]),
+                reasons=tuple(d["reasons"]),
+                model_id=str(d["model_id"]),
+                ts_us=int(d["ts_us"]),
+                decided_at_us=int(d["decided_at_us"]),
+                latency_us=int(d["latency_us"]),
+                label=d.get("label"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"decision record: {e}") from None
+
+
+def encode_tx_batch(records: Sequence[TxRecord], arrival_us: Sequence[int]) -> bytes:
+    """One internal-topic message: ``[version, [[record], ...], [arrival_us, ...]]``."""
+    return msgpack.packb(
+        [BATCH_VERSION, [r.to_wire() for r in records], list(arrival_us)], use_bin_type=True
+    )
+
+
+def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int]]:
+    if len(data) > MAX_BATCH_BYTES:
+        raise InputError(f"tx batch: {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        version, recs, arrivals = obj
+    except Exception as e:
+        raise InputError(f"tx batch: not a valid batch message ({e})") from None
+    if version != BATCH_VERSION:
+        raise InputError(f"tx batch: unsupported version {version!r}")
+    if len(recs) != len(arrivals):
+        raise InputError("tx batch: records and arrival times differ in length")
+    return [TxRecord.from_wire(w) for w in recs], [int(a) for a in arrivals]
+
+
+def encode_decisions(decisions: Sequence[Decision]) -> bytes:
+    """One decisions-topic message: a msgpack array of decision maps."""
+    return msgpack.packb([d.to_wire() for d in decisions], use_bin_type=True)
+
+
+def decode_decisions(data: bytes) -> list[Decision]:
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+    except Exception as e:
+        raise InputError(f"decisions message: not msgpack ({e})") from None
+    if not isinstance(obj, list):
+        raise InputError("decisions message: expected an array")
+    return [Decision.from_wire(d) for d in obj]

@@ -1,0 +1,1 @@
+"""Replays: transaction generator, scenario files, simulation harness."""
