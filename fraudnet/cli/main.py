@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fraudnet.cli.demo", "Run a node on the embedded broker with generated traffic."),
     "ingest": ("fraudnet.cli.ingest", "Send a transaction file to a running node."),
     "generate": ("fraudnet.cli.generate", "Write a generated transaction set to a file."),
+    "bench": ("fraudnet.cli.bench", "Run a benchmark (machine-readable with --json)."),
 }
 
 

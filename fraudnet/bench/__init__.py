@@ -1,0 +1,1 @@
+"""Benchmarks behind `fraudnet bench` (run on demand, never in the test suite)."""

@@ -1,0 +1,36 @@
+"""``fraudnet bench NAME``: benchmarks that print one JSON object (with --json).
+
+Each benchmark lives in its own module under :mod:`fraudnet.bench` exposing
+a click command ``cli``; this group loads it lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+#: benchmark name -> (module, one-line help)
+BENCHES: dict[str, tuple[str, str]] = {}
+
+
+class _LazyBench(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(BENCHES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = BENCHES.get(cmd_name)
+        if entry is None:
+            return None
+        cmd = importlib.import_module(entry[0]).cli
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Benchmarks"):
+            formatter.write_dl([(n, BENCHES[n][1]) for n in self.list_commands(ctx)])
+
+
+@click.group(cls=_LazyBench)
+def cli() -> None:
+    """Run a benchmark; results are machine-readable with --json."""
