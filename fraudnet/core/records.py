@@ -219,26 +219,34 @@ class Decision:
             raise InputError(f"decision record: {e}") from None
 
 
-def encode_tx_batch(records: Sequence[TxRecord], arrival_us: Sequence[int]) -> bytes:
-    """One internal-topic message: ``[version, [[record], ...], [arrival_us, ...]]``."""
+def encode_tx_batch(
+    records: Sequence[TxRecord], arrival_us: Sequence[int], batch_id: str = ""
+) -> bytes:
+    """One internal-topic message: ``[version, [[record], ...], [arrival_us, ...], batch_id]``.
+
+    ``batch_id`` lets the producer of the batch (an HTTP ingest request) be
+    told when the batch has been decided; ``""`` when nobody waits.
+    """
     return msgpack.packb(
-        [BATCH_VERSION, [r.to_wire() for r in records], list(arrival_us)], use_bin_type=True
+        [BATCH_VERSION, [r.to_wire() for r in records], list(arrival_us), batch_id],
+        use_bin_type=True,
     )
 
 
-def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int]]:
+def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int], str]:
     if len(data) > MAX_BATCH_BYTES:
         raise InputError(f"tx batch: {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        version, recs, arrivals = obj
+        version, recs, arrivals, batch_id = obj
+        records = [TxRecord.from_wire(w) for w in recs]
     except Exception as e:
         raise InputError(f"tx batch: not a valid batch message ({e})") from None
     if version != BATCH_VERSION:
         raise InputError(f"tx batch: unsupported version {version!r}")
     if len(recs) != len(arrivals):
         raise InputError("tx batch: records and arrival times differ in length")
-    return [TxRecord.from_wire(w) for w in recs], [int(a) for a in arrivals]
+    return records, [int(a) for a in arrivals], str(batch_id)
 
 
 def encode_decisions(decisions: Sequence[Decision]) -> bytes:

@@ -1,0 +1,256 @@
+"""Assemble and run one node process: broker, core, runtime, Faust app, ingest, HTTP.
+
+Threads and loops of a node process (see docs/architecture.md):
+
+* the main thread runs the asyncio loop: Faust agents, the ingest service,
+  the HTTP API and the core (never entered from another thread);
+* Faust's aiokafka consumer runs in its own thread and loop;
+* librdkafka's threads serve the embedded broker (when no ``[broker] url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mode import Service
+
+from fraudnet.config import Settings
+from fraudnet.core.pipeline import NodeCore
+from fraudnet.core.scoring import BaselineScorer, Thresholds
+from fraudnet.core.scoring.base import Scorer
+from fraudnet.core.transaction import FieldMap, Normaliser
+
+from .http.api import HttpService, build_http_app
+from .metrics import NodeMetrics
+from .runtime import NodeRuntime
+from .storage.dedup import DedupStore
+from .storage.keys import load_api_token, load_local_secret, load_node_key
+from .stream.app import NodeApp, create_app
+from .stream.broker import EmbeddedBroker
+from .stream.ingest import IngestService
+
+__all__ = ["Node", "build_node", "configure_logging", "run_node"]
+
+log = logging.getLogger("fraudnet.node")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (+ exception text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str, fmt: str = "json", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Faust/aiokafka are chatty at INFO; keep them at WARNING unless debugging.
+    for noisy in ("faust", "mode", "aiokafka", "kafka", "fraudnet.adapters"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def load_scorer(settings: Settings) -> Scorer:
+    """The node's scorer: the deployed model, or the built-in baseline rules."""
+    if settings.scoring.model:
+        from fraudnet.training.modelfile import load_scorer as load_model_scorer
+
+        path = Path(settings.scoring.model)
+        if not path.is_absolute():
+            path = settings.node_dir / path
+        scorer: Scorer = load_model_scorer(path)
+        return scorer
+    return BaselineScorer()
+
+
+@dataclass
+class Node:
+    settings: Settings
+    broker: EmbeddedBroker | None
+    bootstrap: str
+    core: NodeCore
+    runtime: NodeRuntime
+    app: NodeApp
+    ingest: IngestService
+    http: HttpService
+    dedup: DedupStore
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.ingest, self.http]
+
+    def endpoints(self) -> dict[str, Any]:
+        t = self.app.fraudnet_topics
+        return {
+            "pid": os.getpid(),
+            "node": self.settings.node.name,
+            "api": self.http.url,
+            "broker": self.bootstrap,
+            "embedded_broker": self.broker is not None,
+            "topics": {
+                "tx_in": t.tx_in,
+                "tx_batch": t.tx_batch,
+                "decisions": t.decisions,
+                "tx_api": t.tx_api,
+                "labels": t.labels,
+                "dead_letters": t.dead_letters,
+            },
+        }
+
+
+def build_node(settings: Settings) -> Node:
+    """Load keys and state, start the embedded broker if configured, build everything."""
+    node_dir = settings.node_dir
+    load_node_key(node_dir)  # fail early on a missing or exposed key
+    secret = load_local_secret(node_dir)
+    token = load_api_token(node_dir)
+    broker: EmbeddedBroker | None = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker()
+        bootstrap = broker.start()
+    else:
+        bootstrap = ",".join(
+            part.removeprefix("kafka://") for part in settings.broker.url.split(",")
+        )
+    core = NodeCore(
+        load_scorer(settings),
+        secret,
+        thresholds=Thresholds(settings.scoring.review_at, settings.scoring.block_at),
+        fields=FieldMap.from_mapping(settings.ingest.fields, where="ingest.fields"),
+        normaliser=Normaliser(
+            reporting_currency=settings.currency.reporting,
+            default_currency=settings.currency.default,
+            rates=dict(settings.currency.rates),
+        ),
+    )
+    metrics = NodeMetrics()
+    dedup = DedupStore(node_dir / "state" / "dedup.sqlite")
+    runtime = NodeRuntime(
+        core, dedup, metrics, max_inflight_batches=settings.ingest.max_inflight_batches
+    )
+    app = create_app(settings, bootstrap, runtime)
+    names = app.fraudnet_topics
+    ingest = IngestService(
+        runtime,
+        bootstrap=bootstrap,
+        topic=names.tx_in,
+        group_id=f"fraudnet-{settings.node.name}-ingest",
+        fmt=settings.ingest.format,
+        batch_max=settings.ingest.batch_max,
+    )
+    outputs = app.fraudnet_outputs
+
+    async def send_labels(values: list[bytes]) -> None:
+        for v in values:
+            await outputs.labels.send(value=v)
+
+    info = {"node": settings.node.name, "member": settings.node.member}
+    http_app = build_http_app(
+        runtime,
+        token=token,
+        max_inflight=settings.api.max_inflight,
+        metrics_auth=settings.api.metrics_auth,
+        info=info,
+        send_labels=send_labels,
+    )
+    tls = (settings.api.tls_cert, settings.api.tls_key) if settings.api.tls_cert else None
+    http = HttpService(http_app, settings.api.listen, tls=tls)
+    return Node(settings, broker, bootstrap, core, runtime, app, ingest, http, dedup)
+
+
+class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
+    """Announces the node once everything runs; drains in-flight work on stop."""
+
+    def __init__(self, node: Node, on_ready: Callable[[Node], None] | None, **kw: Any) -> None:
+        self.node = node
+        self.on_ready = on_ready
+        super().__init__(**kw)
+
+    async def on_started(self) -> None:
+        node = self.node
+        ep = node.endpoints()
+        run_dir = node.settings.node_dir / "run"
+        run_dir.mkdir(exist_ok=True)
+        tmp = run_dir / "endpoints.json.tmp"
+        tmp.write_text(json.dumps(ep, indent=2))
+        tmp.replace(run_dir / "endpoints.json")
+        log.info(
+            "node started: api %s, broker %s%s",
+            ep["api"],
+            ep["broker"],
+            " (embedded)" if ep["embedded_broker"] else "",
+            extra={"fields": {"event": "node_start", **ep}},
+        )
+        if self.on_ready is not None:
+            self.on_ready(node)
+
+    async def on_stop(self) -> None:
+        node = self.node
+        await node.runtime.drain(timeout=10.0)
+        counters = node.core.counters.as_dict()
+        log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
+
+
+def run_node(
+    node: Node,
+    *,
+    extra_services: Sequence[Service] = (),
+    on_ready: Callable[[Node], None] | None = None,
+    loglevel: str = "info",
+) -> int:
+    """Run until SIGTERM/SIGINT (or a service stops the worker); returns the exit code."""
+    from faust import Worker
+
+    lifecycle = _Lifecycle(node, on_ready)
+    # The lifecycle service is started last and stopped first, so it drains the
+    # runtime while the app, ingest and HTTP services are still up.
+    worker = Worker(
+        node.app,
+        *node.services,
+        *extra_services,
+        lifecycle,
+        quiet=True,
+        loglevel=loglevel.upper(),
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    node.app.fraudnet_worker = worker
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        node.dedup.close()
+        if node.broker is not None:
+            node.broker.stop()
+        try:
+            asyncio.get_event_loop_policy().set_event_loop(asyncio.new_event_loop())
+        except Exception:  # noqa: BLE001
+            pass
+    return code

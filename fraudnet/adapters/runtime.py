@@ -1,0 +1,314 @@
+"""NodeRuntime: the asyncio-side glue around :class:`~fraudnet.core.pipeline.NodeCore`.
+
+It owns the de-duplication store, the output topics, metrics and the
+waiters of HTTP callers. Everything here runs on the node's event-loop
+thread, so the core is never entered concurrently: between de-duplication
+and recording a decision there is no ``await``.
+
+Two paths reach the same core and the same state:
+
+* stream: ingest (Kafka ``tx-in`` or ``POST /v1/ingest``) -> one internal
+  ``tx-batch`` message per batch -> the Faust agent calls
+  :meth:`NodeRuntime.on_tx_batch` -> decisions -> one ``decisions`` message.
+* sync: ``POST /v1/decide`` -> :meth:`NodeRuntime.decide_now` -> the core,
+  directly (a broker round trip cannot meet an authorisation budget); the
+  transaction and its decision are then published like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fraudnet.core.pipeline import DeadLetter, NodeCore
+from fraudnet.core.records import (
+    Decision,
+    TxRecord,
+    decode_tx_batch,
+    encode_decisions,
+    encode_tx_batch,
+)
+from fraudnet.core.ids import key64
+from fraudnet.errors import InputError
+
+from .metrics import NodeMetrics
+from .storage.dedup import DedupStore
+
+__all__ = ["BatchResult", "DecideResult", "NodeRuntime", "OutputTopics", "now_us"]
+
+log = logging.getLogger("fraudnet.node")
+
+DecisionHook = Callable[[Sequence[Decision]], Awaitable[None]]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class OutputTopics(Protocol):
+    """What the runtime needs from the stream layer (Faust topics in production)."""
+
+    partitions: int
+
+    async def send_tx_batch(self, value: bytes, partition: int) -> None: ...
+    async def send_decisions(self, value: bytes) -> None: ...
+    async def send_dead_letters(self, values: Sequence[bytes]) -> None: ...
+    async def send_api_tx(self, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    decided: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecideResult:
+    decision: Decision | None
+    dead_letter: DeadLetter | None = None
+    duplicate_of: tuple[str, float, int] | None = None
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        core: NodeCore,
+        dedup: DedupStore,
+        metrics: NodeMetrics,
+        *,
+        max_inflight_batches: int = 32,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self.core = core
+        self.dedup = dedup
+        self.metrics = metrics
+        self.clock = clock
+        self.max_inflight_batches = max_inflight_batches
+        self.decision_hooks: list[DecisionHook] = []
+        self._topics: OutputTopics | None = None
+        self._waiters: dict[str, asyncio.Future[BatchResult]] = {}
+        self._inflight = 0
+        self._capacity: asyncio.Condition | None = None
+        self._api_decisions: list[Decision] = []
+        self._api_txs: list[TxRecord] = []
+        self._api_arrivals: list[int] = []
+        self._api_flush: asyncio.Task[None] | None = None
+        self.batches_decided = 0
+
+    # -- wiring ---------------------------------------------------------------
+    def attach(self, topics: OutputTopics) -> None:
+        self._topics = topics
+
+    @property
+    def topics(self) -> OutputTopics:
+        if self._topics is None:
+            raise RuntimeError("NodeRuntime used before attach()")
+        return self._topics
+
+    def _cond(self) -> asyncio.Condition:
+        if self._capacity is None:
+            self._capacity = asyncio.Condition()
+        return self._capacity
+
+    @property
+    def inflight_batches(self) -> int:
+        return self._inflight
+
+    # -- ingest side ----------------------------------------------------------
+    async def publish_batch(
+        self, records: Sequence[TxRecord], arrivals: Sequence[int], *, wait: bool
+    ) -> BatchResult | None:
+        """Produce records as internal batches (one per card shard), bounded by capacity.
+
+        With ``wait`` the call returns once every record has been decided (or found
+        to be a duplicate); otherwise as soon as the batches are handed to the producer.
+        """
+        if not records:
+            return BatchResult(0, 0) if wait else None
+        parts = self.topics.partitions
+        shards: dict[int, tuple[list[TxRecord], list[int]]] = {}
+        for r, a in zip(records, arrivals, strict=True):
+            recs, arrs = shards.setdefault(key64(r.card_ref) % parts, ([], []))
+            recs.append(r)
+            arrs.append(a)
+        futures: list[asyncio.Future[BatchResult]] = []
+        for part, (recs, arrs) in sorted(shards.items()):
+            await self.wait_capacity()
+            batch_id = ""
+            if wait:
+                batch_id = uuid.uuid4().hex
+                fut: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+                self._waiters[batch_id] = fut
+                futures.append(fut)
+            self._inflight += 1
+            self.metrics.inflight_batches.set(self._inflight)
+            try:
+                await self.topics.send_tx_batch(encode_tx_batch(recs, arrs, batch_id), part)
+            except BaseException:
+                self._release_one()
+                if batch_id:
+                    self._waiters.pop(batch_id, None)
+                raise
+        if not wait:
+            return None
+        results = await asyncio.gather(*futures)
+        return BatchResult(
+            decided=sum(r.decided for r in results), duplicates=sum(r.duplicates for r in results)
+        )
+
+    async def wait_capacity(self) -> None:
+        cond = self._cond()
+        async with cond:
+            await cond.wait_for(lambda: self._inflight < self.max_inflight_batches)
+
+    def _release_one(self) -> None:
+        self._inflight = max(0, self._inflight - 1)
+        self.metrics.inflight_batches.set(self._inflight)
+        cond = self._cond()
+
+        async def notify() -> None:
+            async with cond:
+                cond.notify_all()
+
+        asyncio.ensure_future(notify())
+
+    async def publish_dead_letters(self, dls: Sequence[DeadLetter]) -> None:
+        if not dls:
+            return
+        for d in dls:
+            self.metrics.dead_letters.labels(field=d.field or "-").inc()
+        await self.topics.send_dead_letters(
+            [json.dumps(d.to_wire(), separators=(",", ":")).encode() for d in dls]
+        )
+
+    # -- stream decision path (the Faust agent) ----------------------------------
+    async def on_tx_batch(self, value: bytes) -> None:
+        """Decide one internal batch message. Never raises on bad data."""
+        now = self.clock()
+        try:
+            records, arrivals, batch_id = decode_tx_batch(value)
+        except InputError as e:
+            self.core.count_received_undecodable()
+            dl = self.core.dead_letter(
+                _as_tx_error(e, "tx-batch"), payload=repr(value[:200]), now_us=now
+            )
+            await self.publish_dead_letters([dl])
+            return
+        try:
+            decisions, dups = self._decide_fresh(records, arrivals, now)
+            if decisions:
+                await self._emit(decisions, path="stream")
+            self.metrics.batch_size.observe(len(records))
+            self.batches_decided += 1
+        finally:
+            self._release_one()
+        fut = self._waiters.pop(batch_id, None) if batch_id else None
+        if fut is not None and not fut.done():
+            fut.set_result(BatchResult(decided=len(decisions), duplicates=dups))
+
+    def _decide_fresh(
+        self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int
+    ) -> tuple[list[Decision], int]:
+        ids = [r.tx_id for r in records]
+        seen = self.dedup.seen_many(ids)
+        fresh: list[TxRecord] = []
+        fresh_arr: list[int] = []
+        for r, a in zip(records, arrivals, strict=True):
+            if r.tx_id in seen:
+                continue
+            seen.add(r.tx_id)  # a repeat inside the same batch is a duplicate too
+            fresh.append(r)
+            fresh_arr.append(a)
+        dups = len(records) - len(fresh)
+        if dups:
+            self.core.note_duplicates(dups)
+            self.metrics.duplicates.inc(dups)
+        decisions = self.core.decide_many(fresh, fresh_arr, now)
+        self._record(decisions, fresh)
+        return decisions, dups
+
+    def _record(self, decisions: Sequence[Decision], records: Sequence[TxRecord]) -> None:
+        self.dedup.add_many(
+            (d.tx_id, d.outcome, d.score, d.decided_at_us, r.ts_us, r.card_ref, r.terminal_ref)
+            for d, r in zip(decisions, records, strict=True)
+        )
+
+    async def _emit(self, decisions: Sequence[Decision], *, path: str) -> None:
+        for d in decisions:
+            self.metrics.decisions.labels(outcome=d.outcome, path=path).inc()
+            self.metrics.latency.labels(path=path).observe(d.latency_us / 1e6)
+        for hook in self.decision_hooks:
+            await hook(decisions)
+        if path == "stream":
+            await self.topics.send_decisions(encode_decisions(decisions))
+
+    # -- synchronous decision path (POST /v1/decide) -----------------------------
+    async def decide_now(self, raw: Mapping[str, Any], *, source: str, arrival: int) -> DecideResult:
+        now = self.clock()
+        adm = self.core.admit_one(
+            raw, source=source, location="body", now_us=now, payload=_dump(raw)
+        )
+        self.metrics.received.labels(path="api").inc()
+        if isinstance(adm, DeadLetter):
+            await self.publish_dead_letters([adm])
+            return DecideResult(decision=None, dead_letter=adm)
+        prior = self.dedup.get(adm.tx_id)
+        if prior is not None:
+            self.core.note_duplicates(1)
+            self.metrics.duplicates.inc()
+            return DecideResult(decision=None, duplicate_of=prior)
+        decisions = self.core.decide_many([adm], [arrival], self.clock())
+        self._record(decisions, [adm])
+        await self._emit(decisions, path="api")
+        self._api_decisions.extend(decisions)
+        self._api_txs.append(adm)
+        self._api_arrivals.append(arrival)
+        if self._api_flush is None or self._api_flush.done():
+            self._api_flush = asyncio.ensure_future(self._flush_api_soon())
+        return DecideResult(decision=decisions[0])
+
+    async def _flush_api_soon(self, delay: float = 0.005) -> None:
+        await asyncio.sleep(delay)  # coalescing window: many API decisions, one message
+        await self.flush_api()
+
+    async def flush_api(self) -> None:
+        decisions, self._api_decisions = self._api_decisions, []
+        txs, self._api_txs = self._api_txs, []
+        arrivals, self._api_arrivals = self._api_arrivals, []
+        if decisions:
+            await self.topics.send_decisions(encode_decisions(decisions))
+            await self.topics.send_api_tx(encode_tx_batch(txs, arrivals))
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) for in-flight batches, then flush API outputs."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        cond = self._cond()
+        with contextlib.suppress(TimeoutError):
+            async with cond:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: self._inflight == 0),
+                    max(0.0, deadline - asyncio.get_running_loop().time()),
+                )
+        if self._api_flush is not None:
+            self._api_flush.cancel()
+        await self.flush_api()
+
+
+def _dump(raw: Any) -> str:
+    try:
+        return json.dumps(raw, default=str)[:2048]
+    except (TypeError, ValueError):
+        return repr(raw)[:2048]
+
+
+def _as_tx_error(e: InputError, source: str) -> Any:
+    from fraudnet.errors import TransactionError
+
+    return TransactionError(str(e), source=source, location="message")

@@ -1,0 +1,357 @@
+"""Numba kernels: fold a batch into the window state and write its features.
+
+One kernel call per batch (:func:`fold_many`), one per label batch
+(:func:`apply_labels_many`). Both are plain ``@njit`` functions: their
+pure-Python twin is ``kernel.py_func`` (parity-tested), and the suite also
+runs with ``NUMBA_DISABLE_JIT=1``. A compile failure raises; there is no
+silent fallback to Python.
+
+Card windows (exact): every card keeps a ring of its last ``K`` events
+(time, amount, terminal key); a window ``(t - n, t]`` is computed by a scan
+of the ring, so it is exact while the card makes at most ``K`` transactions
+in 30 days.
+
+Terminal windows (approximate): every terminal keeps rings of time buckets
+of width ``w`` indexed by absolute bucket number ``floor(ts / w) mod L``
+and a ``head`` (the newest bucket seen); moving the head forward clears
+the buckets it passes. Two rings:
+
+* labelled ring (30 days + delay): transactions and known frauds per
+  bucket. The delayed window ``(t - (n + d), t - d]`` is replaced by the
+  ``n`` days of whole buckets ending at ``q = floor((t - d) / w)``
+  (exclusive), so no label younger than ``d`` is ever read, and the count
+  is off by at most the events of bucket ``q`` and of bucket ``q - n/w``.
+* real-time ring (24 h): transactions, and "latest visits": bucket ``x``
+  counts the cards whose newest transaction at this terminal falls in
+  ``x`` (the card's ring tells the kernel where its previous visit was, so
+  it moves that card from the old bucket to the new one). The 24 h window
+  is the buckets ``b - 24h/w + 1 .. b``; it misses at most the events (or
+  cards) of bucket ``b - 24h/w``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from .hashmap import find, find_or_insert
+
+__all__ = [
+    "C_LABEL_TOO_OLD",
+    "C_LABEL_UNKNOWN_TERMINAL",
+    "C_RING_SATURATED",
+    "C_TERMINAL_LATE_DROPPED",
+    "NO_HEAD",
+    "P_BUCKET_S",
+    "P_DELAY_S",
+    "P_TZ_S",
+    "apply_labels_many",
+    "fold_many",
+]
+
+P_DELAY_S = 0
+P_BUCKET_S = 1
+P_TZ_S = 2
+N_PARAMS = 3
+
+#: counters[...] indices
+C_TERMINAL_LATE_DROPPED = 0
+C_RING_SATURATED = 1
+C_LABEL_UNKNOWN_TERMINAL = 2
+C_LABEL_TOO_OLD = 3
+N_COUNTERS = 4
+
+NO_HEAD = -(1 << 62)
+_DAY = 86400.0
+_HOUR = 3600.0
+_SINCE_CAP = 45 * _DAY
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(
+    head: int, b: int, ring_a: npt.NDArray[np.int32], ring_b: npt.NDArray[np.int32], row: int
+) -> None:  # pragma: no cover - numba
+    """Clear the buckets a head move from ``head`` to ``b`` passes over in one ring pair."""
+    length = ring_a.shape[1]
+    if b - head >= length:
+        ring_a[row, :] = 0
+        ring_b[row, :] = 0
+    else:
+        for x in range(head + 1, b + 1):
+            ring_a[row, x % length] = 0
+            ring_b[row, x % length] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
+    c_tab_keys: npt.NDArray[np.uint64],
+    c_tab_slot: npt.NDArray[np.int32],
+    c_keys: npt.NDArray[np.uint64],
+    c_meta: npt.NDArray[np.int64],
+    c_ring_ts: npt.NDArray[np.float64],
+    c_ring_amt: npt.NDArray[np.float64],
+    c_ring_term: npt.NDArray[np.uint64],
+    c_pos: npt.NDArray[np.int32],
+    c_n: npt.NDArray[np.int32],
+    c_last: npt.NDArray[np.float64],
+    t_tab_keys: npt.NDArray[np.uint64],
+    t_tab_slot: npt.NDArray[np.int32],
+    t_keys: npt.NDArray[np.uint64],
+    t_meta: npt.NDArray[np.int64],
+    t_head: npt.NDArray[np.int64],
+    t_lab_cnt: npt.NDArray[np.int32],
+    t_lab_fraud: npt.NDArray[np.int32],
+    t_rt_cnt: npt.NDArray[np.int32],
+    t_rt_dist: npt.NDArray[np.int32],
+    t_last: npt.NDArray[np.float64],
+    params: npt.NDArray[np.float64],
+    counters: npt.NDArray[np.int64],
+    card_key: npt.NDArray[np.uint64],
+    term_key: npt.NDArray[np.uint64],
+    ts: npt.NDArray[np.float64],
+    amount: npt.NDArray[np.float64],
+    label: npt.NDArray[np.int8],
+    order: npt.NDArray[np.int64],
+    start: int,
+    out: npt.NDArray[np.float64],
+) -> int:  # pragma: no cover - numba
+    """Fold ``order[start:]`` into the state and write feature rows ``out[order[j]]``.
+
+    Returns ``len(order)`` when done, or the position ``j`` at which a map
+    was full (nothing of transaction ``order[j]`` was folded except possibly
+    a new, still empty, entity slot): the caller evicts and calls again with
+    ``start=j``.
+    """
+    delay = params[P_DELAY_S]
+    w = params[P_BUCKET_S]
+    tz = params[P_TZ_S]
+    ring_k = c_ring_ts.shape[1]
+    bl = t_lab_cnt.shape[1]
+    br = t_rt_cnt.shape[1]
+    bpd = int(round(_DAY / w))
+    seen_terms = np.empty(ring_k, dtype=np.uint64)
+    for j in range(start, order.shape[0]):
+        i = order[j]
+        cs = find_or_insert(c_tab_keys, c_tab_slot, c_keys, c_meta, card_key[i])
+        if cs < 0:
+            return j
+        tsl = find_or_insert(t_tab_keys, t_tab_slot, t_keys, t_meta, term_key[i])
+        if tsl < 0:
+            return j
+        t = ts[i]
+        a = amount[i]
+        tk = term_key[i]
+        row = out[i]
+
+        # ---- card: previous events (before inserting the current one) ----
+        n = c_n[cs]
+        prev_ts = -math.inf
+        prev_at_term = -math.inf
+        later_at_term = False
+        p_cnt = 0
+        p_sum = 0.0
+        p_sq = 0.0
+        p_max = 0.0
+        for k in range(n):
+            s = c_ring_ts[cs, k]
+            if s <= t:
+                prev_ts = max(prev_ts, s)
+                if c_ring_term[cs, k] == tk:
+                    prev_at_term = max(prev_at_term, s)
+                if t - s < 30 * _DAY:
+                    x = c_ring_amt[cs, k]
+                    p_cnt += 1
+                    p_sum += x
+                    p_sq += x * x
+                    p_max = max(p_max, x)
+            elif c_ring_term[cs, k] == tk:
+                later_at_term = True
+        # ---- card: insert ----
+        pos = c_pos[cs]
+        if n == ring_k and t - c_ring_ts[cs, pos] < 30 * _DAY:
+            counters[C_RING_SATURATED] += 1
+        c_ring_ts[cs, pos] = t
+        c_ring_amt[cs, pos] = a
+        c_ring_term[cs, pos] = tk
+        c_pos[cs] = (pos + 1) % ring_k
+        if n < ring_k:
+            c_n[cs] = n + 1
+        c_last[cs] = max(c_last[cs], t)
+        # ---- card: windows including the current event ----
+        cnt_h = 0
+        cnt_1 = 0
+        cnt_7 = 0
+        cnt_30 = 0
+        sum_1 = 0.0
+        sum_7 = 0.0
+        sum_30 = 0.0
+        n_terms = 0
+        for k in range(c_n[cs]):
+            s = c_ring_ts[cs, k]
+            if s > t:
+                continue
+            age = t - s
+            if age >= 30 * _DAY:
+                continue
+            x = c_ring_amt[cs, k]
+            cnt_30 += 1
+            sum_30 += x
+            if age < 7 * _DAY:
+                cnt_7 += 1
+                sum_7 += x
+                if age < _DAY:
+                    cnt_1 += 1
+                    sum_1 += x
+                    if age < _HOUR:
+                        cnt_h += 1
+                    term = c_ring_term[cs, k]
+                    dup = False
+                    for m in range(n_terms):
+                        if seen_terms[m] == term:
+                            dup = True
+                            break
+                    if not dup:
+                        seen_terms[n_terms] = term
+                        n_terms += 1
+
+        # ---- terminal: move head, add the event ----
+        b = int(math.floor(t / w))
+        head = t_head[tsl]
+        if b > head:
+            _advance(head, b, t_lab_cnt, t_lab_fraud, tsl)
+            _advance(head, b, t_rt_cnt, t_rt_dist, tsl)
+            head = b
+            t_head[tsl] = b
+        if b > head - bl:
+            t_lab_cnt[tsl, b % bl] += 1
+            if label[i] == 1:
+                t_lab_fraud[tsl, b % bl] += 1
+        else:
+            counters[C_TERMINAL_LATE_DROPPED] += 1
+        if b > head - br:
+            t_rt_cnt[tsl, b % br] += 1
+            if not later_at_term:
+                if prev_at_term > -math.inf:
+                    bp = int(math.floor(prev_at_term / w))
+                    if bp > head - br:
+                        t_rt_dist[tsl, bp % br] -= 1
+                t_rt_dist[tsl, b % br] += 1
+        t_last[tsl] = max(t_last[tsl], t)
+        # ---- terminal: real-time 24 h window ----
+        rt_cnt = 0
+        rt_dist = 0
+        for x in range(b - bpd + 1, b + 1):
+            if x > head - br and x <= head:
+                rt_cnt += t_rt_cnt[tsl, x % br]
+                rt_dist += t_rt_dist[tsl, x % br]
+        # ---- terminal: delayed labelled windows ----
+        q = int(math.floor((t - delay) / w))
+        l_cnt = 0
+        l_fraud = 0
+        tc1 = 0
+        tf1 = 0
+        tc7 = 0
+        tf7 = 0
+        since_fraud = _SINCE_CAP
+        for step in range(1, 30 * bpd + 1):
+            x = q - step
+            if x > head - bl and x <= head:
+                l_cnt += t_lab_cnt[tsl, x % bl]
+                f = t_lab_fraud[tsl, x % bl]
+                if f > 0 and since_fraud == _SINCE_CAP:
+                    since_fraud = min(_SINCE_CAP, t - (x + 1) * w)
+                l_fraud += f
+            if step == bpd:
+                tc1 = l_cnt
+                tf1 = l_fraud
+            if step == 7 * bpd:
+                tc7 = l_cnt
+                tf7 = l_fraud
+
+        # ---- write the row (schema v1 order) ----
+        local = t + tz
+        day_index = int(math.floor(local / _DAY))
+        dow = (day_index + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        hour = int(math.floor((local - day_index * _DAY) / _HOUR))
+        row[0] = a
+        row[1] = 1.0 if dow >= 5 else 0.0
+        row[2] = 1.0 if hour <= 6 else 0.0
+        row[3] = cnt_1
+        row[4] = sum_1 / cnt_1 if cnt_1 > 0 else 0.0
+        row[5] = cnt_7
+        row[6] = sum_7 / cnt_7 if cnt_7 > 0 else 0.0
+        row[7] = cnt_30
+        row[8] = sum_30 / cnt_30 if cnt_30 > 0 else 0.0
+        row[9] = tc1
+        row[10] = tf1 / tc1 if tc1 > 0 else 0.0
+        row[11] = tc7
+        row[12] = tf7 / tc7 if tc7 > 0 else 0.0
+        row[13] = l_cnt
+        row[14] = l_fraud / l_cnt if l_cnt > 0 else 0.0
+        row[15] = cnt_h
+        if p_cnt > 0:
+            mean = p_sum / p_cnt
+            std = math.sqrt(max(p_sq / p_cnt - mean * mean, 0.0))
+            row[16] = a / mean if mean > 0.0 else 1.0
+            row[17] = (a - mean) / max(std, 1.0)
+            row[18] = a / p_max if p_max > 0.0 else 1.0
+        else:
+            row[16] = 1.0
+            row[17] = 0.0
+            row[18] = 1.0
+        row[19] = min(t - prev_ts, _SINCE_CAP) if prev_ts > -math.inf else _SINCE_CAP
+        row[20] = n_terms
+        row[21] = rt_dist
+        row[22] = rt_cnt
+        row[23] = since_fraud / _DAY
+        # reserved network columns: neutral defaults until issue 4 fills them
+        row[24] = 0.0
+        row[25] = 0.0
+        row[26] = _SINCE_CAP
+        row[27] = 0.0
+        row[28] = 0.0
+        row[29] = _SINCE_CAP
+    return order.shape[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_labels_many(
+    t_tab_keys: npt.NDArray[np.uint64],
+    t_tab_slot: npt.NDArray[np.int32],
+    t_head: npt.NDArray[np.int64],
+    t_lab_fraud: npt.NDArray[np.int32],
+    params: npt.NDArray[np.float64],
+    counters: npt.NDArray[np.int64],
+    term_key: npt.NDArray[np.uint64],
+    tx_ts: npt.NDArray[np.float64],
+    delta: npt.NDArray[np.int8],
+) -> int:  # pragma: no cover - numba
+    """Add ``delta`` (+1 fraud confirmed, -1 retracted) to the fraud count of each
+    labelled transaction's terminal bucket. Returns the number applied.
+
+    The label becomes visible to features only once the *transaction* is
+    ``delay`` old (the delayed windows never read a younger bucket), so a
+    label arriving early waits and a label arriving late is used from its
+    arrival on. Labels for unknown terminals, for buckets older than the
+    ring, or for transactions not yet folded are counted and skipped.
+    """
+    w = params[P_BUCKET_S]
+    bl = t_lab_fraud.shape[1]
+    applied = 0
+    for i in range(term_key.shape[0]):
+        tsl = find(t_tab_keys, t_tab_slot, term_key[i])
+        if tsl < 0:
+            counters[C_LABEL_UNKNOWN_TERMINAL] += 1
+            continue
+        b = int(math.floor(tx_ts[i] / w))
+        head = t_head[tsl]
+        if b > head or b <= head - bl:
+            counters[C_LABEL_TOO_OLD] += 1
+            continue
+        v = t_lab_fraud[tsl, b % bl] + delta[i]
+        t_lab_fraud[tsl, b % bl] = max(v, 0)
+        applied += 1
+    return applied

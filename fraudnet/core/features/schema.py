@@ -1,0 +1,215 @@
+"""Feature schema (names, order, reason codes) and window geometry.
+
+The schema is versioned. Version 1 has 30 columns in four groups:
+
+* ``handbook`` -- the 15 baseline features of the Fraud Detection Handbook
+  (amount, weekend, night; card count/mean amount over 1/7/30 days including
+  the current transaction; terminal count/fraud share over 1/7/30 days ending
+  ``delay`` before the transaction).
+* ``analyst`` -- velocity over 1 h, amount against the card's own 30-day
+  history (ratio to mean, z-score, ratio to maximum), time since the card's
+  previous transaction, distinct terminals per card and distinct cards per
+  terminal over 24 h, terminal volume over 24 h, days since the terminal's
+  last *known* (delay-respecting) fraud.
+* ``network`` -- reserved for issue 4 (network signals): per card and per
+  terminal, distinct members flagging, maximum network score, seconds since
+  the first network flag. The kernels write their neutral defaults today.
+
+Columns are only ever *appended* (a new schema version adds names at the
+end and never reorders or retypes); a model names the columns it uses
+(``feature_names`` in its metadata), so a model trained on version 1 keeps
+working on a later version.
+
+Every column maps to a short stable reason code; several columns may share
+a code (e.g. the three card-velocity windows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from fraudnet.errors import ConfigError
+
+__all__ = [
+    "DAY_S",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "HOUR_S",
+    "SCHEMA_VERSION",
+    "FeatureConfig",
+    "FeatureSpec",
+    "default_model_features",
+    "feature_index",
+]
+
+SCHEMA_VERSION: Final = 1
+HOUR_S: Final = 3600.0
+DAY_S: Final = 86400.0
+#: cap (seconds) for "time since" features when there is no previous event
+SINCE_CAP_S: Final = 45 * DAY_S
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    group: str
+    reason: str
+    doc: str
+
+
+FEATURES: Final[tuple[FeatureSpec, ...]] = (
+    FeatureSpec("TX_AMOUNT", "handbook", "AMOUNT_HIGH", "transaction amount"),
+    FeatureSpec("TX_DURING_WEEKEND", "handbook", "TIME_OF_WEEK", "1 on Saturday/Sunday"),
+    FeatureSpec("TX_DURING_NIGHT", "handbook", "TIME_OF_DAY", "1 when hour <= 6"),
+    FeatureSpec("CARD_NB_TX_1DAY", "handbook", "CARD_VELOCITY", "card tx in (t-1d, t]"),
+    FeatureSpec("CARD_AVG_AMOUNT_1DAY", "handbook", "CARD_AMOUNT_PATTERN", "mean amount"),
+    FeatureSpec("CARD_NB_TX_7DAY", "handbook", "CARD_VELOCITY", "card tx in (t-7d, t]"),
+    FeatureSpec("CARD_AVG_AMOUNT_7DAY", "handbook", "CARD_AMOUNT_PATTERN", "mean amount"),
+    FeatureSpec("CARD_NB_TX_30DAY", "handbook", "CARD_VELOCITY", "card tx in (t-30d, t]"),
+    FeatureSpec("CARD_AVG_AMOUNT_30DAY", "handbook", "CARD_AMOUNT_PATTERN", "mean amount"),
+    FeatureSpec("TERM_NB_TX_1DAY_DELAY", "handbook", "TERMINAL_VOLUME", "terminal tx"),
+    FeatureSpec("TERM_RISK_1DAY_DELAY", "handbook", "TERMINAL_FRAUD_HISTORY", "fraud share"),
+    FeatureSpec("TERM_NB_TX_7DAY_DELAY", "handbook", "TERMINAL_VOLUME", "terminal tx"),
+    FeatureSpec("TERM_RISK_7DAY_DELAY", "handbook", "TERMINAL_FRAUD_HISTORY", "fraud share"),
+    FeatureSpec("TERM_NB_TX_30DAY_DELAY", "handbook", "TERMINAL_VOLUME", "terminal tx"),
+    FeatureSpec("TERM_RISK_30DAY_DELAY", "handbook", "TERMINAL_FRAUD_HISTORY", "fraud share"),
+    FeatureSpec("CARD_NB_TX_1HOUR", "analyst", "CARD_VELOCITY_BURST", "card tx in (t-1h, t]"),
+    FeatureSpec(
+        "CARD_AMOUNT_RATIO_30DAY", "analyst", "CARD_AMOUNT_VS_HISTORY",
+        "amount / mean amount of the card's previous tx in 30d (1 when none)",
+    ),
+    FeatureSpec(
+        "CARD_AMOUNT_ZSCORE_30DAY", "analyst", "CARD_AMOUNT_VS_HISTORY",
+        "(amount - mean) / max(std, 1) of previous tx in 30d (0 when none)",
+    ),
+    FeatureSpec(
+        "CARD_AMOUNT_RATIO_MAX_30DAY", "analyst", "CARD_AMOUNT_ABOVE_MAX",
+        "amount / max amount of previous tx in 30d (1 when none)",
+    ),
+    FeatureSpec(
+        "CARD_SECS_SINCE_PREV", "analyst", "CARD_TIME_SINCE_PREVIOUS",
+        "seconds since the card's previous tx (capped at 45 days)",
+    ),
+    FeatureSpec(
+        "CARD_DISTINCT_TERMINALS_1DAY", "analyst", "CARD_MANY_TERMINALS",
+        "distinct terminals of the card in (t-1d, t]",
+    ),
+    FeatureSpec(
+        "TERM_DISTINCT_CARDS_1DAY", "analyst", "TERMINAL_MANY_CARDS",
+        "distinct cards at the terminal over ~24h (time buckets)",
+    ),
+    FeatureSpec("TERM_NB_TX_1DAY", "analyst", "TERMINAL_VOLUME_SPIKE", "terminal tx over ~24h"),
+    FeatureSpec(
+        "TERM_DAYS_SINCE_KNOWN_FRAUD", "analyst", "TERMINAL_RECENT_FRAUD",
+        "days since the newest fraud known (delay-respecting) at the terminal (cap 45)",
+    ),
+    FeatureSpec("NET_CARD_MEMBERS_FLAGGING", "network", "NETWORK_CARD_FLAGGED", "reserved"),
+    FeatureSpec("NET_CARD_MAX_SCORE", "network", "NETWORK_CARD_FLAGGED", "reserved"),
+    FeatureSpec("NET_CARD_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_CARD_FLAGGED", "reserved"),
+    FeatureSpec("NET_TERM_MEMBERS_FLAGGING", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
+    FeatureSpec("NET_TERM_MAX_SCORE", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
+    FeatureSpec("NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
+)  # fmt: skip
+
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
+N_FEATURES: Final = len(FEATURES)
+_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def feature_index(names: tuple[str, ...] | list[str]) -> list[int]:
+    """Column indices of ``names`` in the schema; :class:`ConfigError` on an unknown name."""
+    out = []
+    for n in names:
+        if n not in _INDEX:
+            raise ConfigError(f"feature schema v{SCHEMA_VERSION}: unknown feature {n!r}")
+        out.append(_INDEX[n])
+    return out
+
+
+def default_model_features(groups: tuple[str, ...] = ("handbook", "analyst")) -> tuple[str, ...]:
+    """Names of the columns a model uses by default (everything but the reserved group)."""
+    return tuple(f.name for f in FEATURES if f.group in groups)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Geometry and bounds of the feature state (validated on construction).
+
+    * ``delay_days`` -- a label is used only once the labelled transaction is
+      this old (event time).
+    * ``card_ring`` -- events kept per card. Card windows are exact while a
+      card makes at most this many transactions in 30 days; beyond that the
+      oldest events fall out (counts saturate at ``card_ring``).
+    * ``bucket_s`` -- terminal time-bucket width. Terminal counts are
+      approximate: a window is replaced by whole buckets, so a count is off
+      by at most the events of the two edge buckets (see docs/features.md).
+    * ``max_cards`` / ``max_terminals`` -- entity bounds; when full, entities
+      idle longer than ``retention_days`` are evicted, then the least
+      recently seen (see :class:`~fraudnet.core.features.state.FeatureState`).
+    * ``tz_offset_s`` -- local time offset for weekend/night flags.
+    """
+
+    delay_days: float = 7.0
+    card_ring: int = 128
+    bucket_s: float = HOUR_S
+    max_cards: int = 1 << 20
+    max_terminals: int = 1 << 18
+    retention_days: float = 45.0
+    tz_offset_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> ConfigError:
+            return ConfigError(f"feature config: {what}")
+
+        if not 0.0 <= self.delay_days <= 60.0:
+            raise bad(f"delay_days={self.delay_days} must be in [0, 60]")
+        if not 4 <= self.card_ring <= 4096:
+            raise bad(f"card_ring={self.card_ring} must be in [4, 4096]")
+        if not 60.0 <= self.bucket_s <= DAY_S or DAY_S % self.bucket_s != 0:
+            raise bad(f"bucket_s={self.bucket_s} must divide a day and be >= 60")
+        if not 16 <= self.max_cards <= 1 << 28:
+            raise bad(f"max_cards={self.max_cards} must be in [16, 2^28]")
+        if not 16 <= self.max_terminals <= 1 << 26:
+            raise bad(f"max_terminals={self.max_terminals} must be in [16, 2^26]")
+        if self.retention_days < 31.0 + self.delay_days:
+            raise bad(f"retention_days={self.retention_days} must cover 30 days + delay")
+        if not -14 * HOUR_S <= self.tz_offset_s <= 14 * HOUR_S:
+            raise bad(f"tz_offset_s={self.tz_offset_s} out of range")
+
+    @property
+    def label_buckets(self) -> int:
+        """Length of a terminal's labelled-bucket ring: 30 days + delay + 2 buckets."""
+        return int(round((30 * DAY_S + self.delay_days * DAY_S) / self.bucket_s)) + 2
+
+    @property
+    def rt_buckets(self) -> int:
+        """Length of a terminal's real-time ring (24 h + 2 buckets)."""
+        return int(round(DAY_S / self.bucket_s)) + 2
+
+    def bytes_per_card(self) -> int:
+        """Memory per card slot: ring (ts f8, amount f8, terminal u64) + scalars + hash table."""
+        return self.card_ring * 24 + 4 + 4 + 8 + 8 + 2 * 12
+
+    def bytes_per_terminal(self) -> int:
+        """Memory per terminal slot: two int32 rings of label buckets, two of rt buckets, ..."""
+        return 8 * self.label_buckets + 8 * self.rt_buckets + 8 + 8 + 8 + 2 * 12
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> FeatureConfig:
+        if not isinstance(obj, dict):
+            raise ConfigError("feature config: expected an object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(obj) - known
+        if unknown:
+            raise ConfigError(f"feature config: unknown keys {sorted(unknown)}")
+        try:
+            return cls(**{k: (int(v) if k in _INT_KEYS else float(v)) for k, v in obj.items()})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"feature config: {e}") from None
+
+
+_INT_KEYS: Final = frozenset({"card_ring", "max_cards", "max_terminals"})
