@@ -1,0 +1,358 @@
+"""The p2p thread and its narrow bridge to the node's asyncio side.
+
+Theory of operation::
+
+    asyncio (Faust node)                     p2p thread (trio.run)
+    --------------------                     ---------------------
+    publish_nowait(signals) --run_sync_soon--> SignalBatcher.offer   (bounded)
+                                              flush task: one envelope / flush interval
+                                              GossipSub publish
+    on_signals(payload)  <--call_soon_threadsafe-- topic validator ACCEPT
+                                              (bounded: inbound_queue in flight)
+
+Rules:
+
+1. Into trio only through ``TrioToken.run_sync_soon``; back to asyncio only
+   through ``loop.call_soon_threadsafe`` (or, with no loop, a direct call on
+   the p2p thread for tests and benchmarks).
+2. Queues are bounded. Outbound: the batcher holds ``outbound_pending``
+   signals; when full, new signals are dropped (drop-newest,
+   ``signals_batch_dropped``). Inbound: at most ``inbound_queue`` envelopes
+   may wait for the asyncio loop; beyond that new ones are dropped
+   (``p2p_inbound_dropped``). A stopped service drops and counts
+   (``p2p_outbound_dropped_stopped``).
+3. Bridge methods and callbacks never raise; failures are counted
+   (``p2p_callback_errors``) and logged.
+4. :meth:`P2PService.stop` persists state, cancels the trio run and joins the
+   thread; no thread outlives the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import multiaddr
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.tools.anyio_service import background_trio_service
+
+from fraudnet.core import crypto
+from fraudnet.core.signals import (
+    NetworkKeyring,
+    Signal,
+    SignalBatcher,
+    SignalPayload,
+    ValidationConfig,
+    Validator,
+    seal,
+)
+from fraudnet.errors import ConfigError, UnavailableError
+
+from . import files
+from .host import HostRuntime
+from .settings import P2PSettings
+
+__all__ = ["P2PService"]
+
+log = logging.getLogger("fraudnet.p2p")
+SEQ_BLOCK = 1000
+
+_COUNTERS = (
+    "p2p_published_envelopes",
+    "p2p_published_signals",
+    "p2p_publish_errors",
+    "p2p_received_envelopes",
+    "p2p_rejects_forwarded",
+    "p2p_validator_errors",
+    "p2p_inbound_dropped",
+    "p2p_outbound_dropped_stopped",
+    "p2p_callback_errors",
+    "p2p_conn_refused_not_member",
+    "p2p_dials",
+    "p2p_dials_ok",
+    "p2p_dials_failed",
+    "p2p_state_writes",
+    "p2p_raw_dropped",
+)
+
+
+class P2PService:
+    """A libp2p GossipSub member in its own thread (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: P2PSettings,
+        node_key: Ed25519PrivateKey,
+        keyring: NetworkKeyring,
+        on_signals: Callable[[SignalPayload], None],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self._key = node_key
+        self._on_signals = on_signals
+        self._loop = loop
+        self._clock = clock
+        own = crypto.public_bytes(node_key)
+        names = [n for n, pk in settings.members.items() if pk == own]
+        if not names:
+            raise ConfigError("p2p.members: this node's public key is not listed as a member")
+        self.member_id = names[0]
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self.validator = Validator(
+            settings.network_id,
+            settings.members,
+            ValidationConfig(
+                max_skew_us=settings.max_skew_ms * 1000,
+                max_age_us=settings.max_age_ms * 1000,
+                rate_per_s=settings.member_rate_per_s,
+                burst=settings.member_burst,
+            ),
+            accepted_epochs=keyring.accepted_epochs,
+        )
+        self._state_dir = settings.state_dir
+        next_seq = 0
+        if self._state_dir is not None:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            next_seq = files.read_seq(self._state_dir)
+            snap = files.read_replay_state(self._state_dir)
+            if snap is not None:
+                try:
+                    self.validator.restore(snap)
+                except ValueError as e:
+                    path = self._state_dir / files.REPLAY_FILE
+                    raise ConfigError(f"{path}: {e}") from None
+        self._reserved = next_seq
+        self.batcher = SignalBatcher(
+            settings.network_id,
+            self.member_id,
+            next_seq=next_seq,
+            flush_interval_us=settings.flush_interval_ms * 1000,
+            max_pending=settings.outbound_pending,
+        )
+        self.runtime = HostRuntime(
+            settings, node_key, self.validator, self.counters, self._accepted, clock
+        )
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._replay_dirty = False
+        self.address = ""
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the thread; return the full ``/ip4/.../tcp/.../p2p/...`` address."""
+        if self._thread is not None:
+            raise UnavailableError("p2p service already started")
+        self._thread = threading.Thread(target=self._run, name="fraudnet-p2p", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            self.stop()
+            raise UnavailableError(
+                f"p2p host did not start on {self.settings.listen}: {self._error or 'timeout'}"
+            )
+        return self.address
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Persist state, stop the host and join the thread (idempotent)."""
+        thread = self._thread
+        if thread is None:
+            return
+        token, cancel = self._token, self._cancel
+        if token is not None and cancel is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(cancel.cancel)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise UnavailableError("p2p thread did not stop in time")
+        self._thread = None
+
+    # -- bridge: asyncio -> trio -----------------------------------------
+    def publish_nowait(self, signals: Sequence[Signal]) -> bool:
+        """Hand signals to the batcher (thread-safe, never blocks or raises)."""
+        token = self._token
+        if token is None or not signals:
+            self.counters["p2p_outbound_dropped_stopped"] += len(signals)
+            return False
+        try:
+            token.run_sync_soon(self._offer, tuple(signals))
+        except trio.RunFinishedError:
+            self.counters["p2p_outbound_dropped_stopped"] += len(signals)
+            return False
+        return True
+
+    def publish_bytes_nowait(self, data: bytes) -> bool:
+        """Publish already-sealed envelope bytes on the signals topic as they are.
+
+        For other envelope types sharing the transport, and for tests that
+        must put hostile bytes on the wire. Bounded (64 waiting); never raises.
+        """
+        token = self._token
+        if token is None:
+            self.counters["p2p_outbound_dropped_stopped"] += 1
+            return False
+        try:
+            token.run_sync_soon(self._raw_offer, bytes(data))
+        except trio.RunFinishedError:
+            self.counters["p2p_outbound_dropped_stopped"] += 1
+            return False
+        return True
+
+    def _raw_offer(self, data: bytes) -> None:
+        try:
+            self._raw_send.send_nowait(data)
+        except trio.WouldBlock:
+            self.counters["p2p_raw_dropped"] += 1
+
+    async def _raw_loop(self, pubsub: Any) -> None:
+        async for data in self._raw_recv:
+            try:
+                await pubsub.publish(self.settings.topic, data)
+            except Exception as e:
+                self.counters["p2p_publish_errors"] += 1
+                log.warning("raw publish failed: %s", e)
+
+    def _offer(self, signals: tuple[Signal, ...]) -> None:
+        for s in signals:
+            self.batcher.offer(s)
+
+    # -- bridge: trio -> asyncio -----------------------------------------
+    def _accepted(self, payload: SignalPayload) -> None:
+        self._replay_dirty = True
+        if self._loop is None:
+            self._deliver(payload, counted=False)
+            return
+        with self._inflight_lock:
+            if self._inflight >= self.settings.inbound_queue:
+                self.counters["p2p_inbound_dropped"] += 1
+                return
+            self._inflight += 1
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, payload, True)
+        except RuntimeError:  # loop closed
+            with self._inflight_lock:
+                self._inflight -= 1
+            self.counters["p2p_inbound_dropped"] += 1
+
+    def _deliver(self, payload: SignalPayload, counted: bool) -> None:
+        if counted:
+            with self._inflight_lock:
+                self._inflight -= 1
+        try:
+            self._on_signals(payload)
+        except Exception:
+            self.counters["p2p_callback_errors"] += 1
+            log.exception("on_signals callback failed")
+
+    def highest_seq(self, signer: str) -> int:
+        """Highest sequence number accepted from ``signer`` (-1 if none)."""
+        return self.validator.highest_seq(signer)
+
+    # -- metrics ------------------------------------------------------------
+    def metrics(self) -> dict[str, int]:
+        """All counters (name -> int) for Prometheus export."""
+        out = dict(self.counters)
+        out.update(self.validator.counters)
+        out.update(self.batcher.counters)
+        out["p2p_connected_members"] = self.runtime.connected_peers()
+        out["p2p_next_seq"] = self.batcher.next_seq
+        return out
+
+    # -- the trio thread ----------------------------------------------------
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as e:  # reported to start(); the thread must end quietly
+            self._error = e
+            log.error("p2p thread ended with an error: %r", e)
+        finally:
+            self._token = None
+            self._ready.set()
+
+    async def _main(self) -> None:
+        host, pubsub, gossipsub = self.runtime.build()
+        self._raw_send, self._raw_recv = trio.open_memory_channel[bytes](64)
+        s = self.settings
+        try:
+            with trio.CancelScope() as cancel:
+                self._cancel = cancel
+                async with (
+                    host.run(listen_addrs=[multiaddr.Multiaddr(s.listen)]),
+                    background_trio_service(pubsub),
+                    background_trio_service(gossipsub),
+                    trio.open_nursery() as nursery,
+                ):
+                    await pubsub.wait_until_ready()
+                    sub = await pubsub.subscribe(s.topic)
+                    self.address = f"{s.listen}/p2p/{host.get_id().to_base58()}"
+                    nursery.start_soon(self.runtime.drain, sub)
+                    nursery.start_soon(self.runtime.redial)
+                    nursery.start_soon(self._flush_loop, pubsub)
+                    nursery.start_soon(self._persist_loop)
+                    nursery.start_soon(self._raw_loop, pubsub)
+                    self._token = trio.lowlevel.current_trio_token()
+                    self._ready.set()
+                    await trio.sleep_forever()
+        finally:
+            self._token = None
+            self._persist(force=True)
+            pubsub.seen_messages.stop()  # py-libp2p starts a cleanup thread per cache
+
+    async def _flush_loop(self, pubsub: Any) -> None:
+        interval = self.settings.flush_interval_ms / 1000.0
+        while True:
+            await trio.sleep(interval)
+            now_us = int(self._clock() * 1_000_000)
+            try:
+                epoch = self.keyring.current(now_us).epoch
+            except ConfigError:
+                continue
+            payload = self.batcher.poll(now_us, epoch)
+            if payload is None:
+                continue
+            if payload.seq >= self._reserved:
+                self._reserve(payload.seq + SEQ_BLOCK)
+            data = seal(self._key, payload)
+            try:
+                await pubsub.publish(self.settings.topic, data)
+            except Exception as e:
+                self.counters["p2p_publish_errors"] += 1
+                log.warning("publish failed: %s", e)
+                continue
+            self.counters["p2p_published_envelopes"] += 1
+            self.counters["p2p_published_signals"] += len(payload.signals)
+
+    def _reserve(self, upto: int) -> None:
+        if self._state_dir is not None:
+            files.write_seq(self._state_dir, upto)
+        self._reserved = upto
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            self._persist()
+
+    def _persist(self, *, force: bool = False) -> None:
+        if self._state_dir is None or not (self._replay_dirty or force):
+            return
+        try:
+            data = msgpack.packb(self.validator.snapshot(), use_bin_type=True)
+            files.atomic_write(Path(self._state_dir) / files.REPLAY_FILE, data)
+            self._replay_dirty = False
+            self.counters["p2p_state_writes"] += 1
+        except OSError as e:
+            log.error("cannot persist p2p replay state: %s", e)
