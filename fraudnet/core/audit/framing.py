@@ -64,7 +64,7 @@ class FrameProblem:
 
 
 def split_frames(
-    buf: bytes | memoryview, pos: int = 0, limit: int = 1 << 62
+    buf: bytes | bytearray | memoryview, pos: int = 0, limit: int = 1 << 62
 ) -> tuple[list[tuple[int, bytes]], int, FrameProblem | None]:
     """Parse up to ``limit`` complete frames of ``buf`` starting at ``pos``.
 

@@ -191,7 +191,7 @@ def verify_inclusion(
 def verify_consistency(
     old: int, new: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """RFC 9162 2.1.4.2: does ``proof`` show tree ``old``/``old_root`` prefixes ``new``/``new_root``?"""
+    """RFC 9162 2.1.4.2: does ``proof`` show tree ``old`` is a prefix of tree ``new``?"""
     if not 0 <= old <= new or any(len(p) != HASH_LEN for p in proof):
         return False
     if old == new:
