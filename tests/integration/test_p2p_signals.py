@@ -123,10 +123,11 @@ def test_replay_is_ignored_after_restart_from_persisted_state(tmp_path: Path) ->
         assert (tmp_path / "bank-a" / "p2p-replay.msgpack").exists()
         got: list[SignalPayload] = []
         restarted = P2PService(a.svc.settings, keys["bank-a"], RING, got.append)
-        nodes["bank-a"] = Node(restarted, [], threading.Lock())
+        nodes["bank-a"] = Node(restarted, got, threading.Lock())
         restarted.start()
         wait_for(lambda: restarted.metrics()["p2p_connected_members"] >= 2, what="reconnect")
         assert restarted.highest_seq("bank-m") == 5000
+        wait_for(lambda: _probe(c, [nodes["bank-a"]]), timeout=40, what="c reaches restarted a")
         # bank-c replays bank-m's envelope byte for byte; a's GossipSub seen-cache is empty after
         # the restart, so only the persisted replay state can catch it
         c.svc.publish_bytes_nowait(valid)
