@@ -78,10 +78,10 @@ def unpack(
         raise bad(f"corrupt header ({e})") from None
     body = memoryview(data)[8 + hlen :]
     arrays: dict[str, npt.NDArray[Any]] = {}
-    for e in entries:
+    for ent in entries:
         try:
-            name, dts, shape = str(e["name"]), str(e["dtype"]), [int(x) for x in e["shape"]]
-            off, length = int(e["offset"]), int(e["length"])
+            name, dts, shape = str(ent["name"]), str(ent["dtype"]), [int(x) for x in ent["shape"]]
+            off, length = int(ent["offset"]), int(ent["length"])
         except (KeyError, TypeError, ValueError) as err:
             raise bad(f"corrupt array entry ({err})") from None
         if dts not in _DTYPES:

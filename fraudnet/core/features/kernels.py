@@ -74,19 +74,90 @@ _SINCE_CAP = 45 * _DAY
 def _advance(
     head: int, b: int, ring_a: npt.NDArray[np.int32], ring_b: npt.NDArray[np.int32], row: int
 ) -> None:  # pragma: no cover - numba
-    """Clear the buckets a head move from ``head`` to ``b`` passes over in one ring pair."""
+    """Clear the slots a head move from ``head`` to ``b`` passes over in one ring pair."""
     length = ring_a.shape[1]
     if b - head >= length:
         ring_a[row, :] = 0
         ring_b[row, :] = 0
     else:
-        for x in range(head + 1, b + 1):
-            ring_a[row, x % length] = 0
-            ring_b[row, x % length] = 0
+        idx = (head + 1) % length
+        for _ in range(b - head):
+            ring_a[row, idx] = 0
+            ring_b[row, idx] = 0
+            idx += 1
+            if idx == length:
+                idx = 0
 
 
 @numba.njit(cache=True, nogil=True)
-def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
+def _hsum(
+    ring_a: npt.NDArray[np.int32], ring_b: npt.NDArray[np.int32], row: int, lo: int, hi: int
+) -> tuple[int, int]:  # pragma: no cover - numba
+    """Sums of two rings over absolute slots ``lo..hi`` (inclusive, caller checks liveness)."""
+    sa = 0
+    sb = 0
+    if hi < lo:
+        return sa, sb
+    length = ring_a.shape[1]
+    idx = lo % length
+    for _ in range(hi - lo + 1):
+        sa += ring_a[row, idx]
+        sb += ring_b[row, idx]
+        idx += 1
+        if idx == length:
+            idx = 0
+    return sa, sb
+
+
+@numba.njit(cache=True, nogil=True)
+def _lab_window(
+    h_cnt: npt.NDArray[np.int32],
+    h_fraud: npt.NDArray[np.int32],
+    d_cnt: npt.NDArray[np.int32],
+    d_fraud: npt.NDArray[np.int32],
+    row: int,
+    lo: int,
+    hi: int,
+    bpd: int,
+) -> tuple[int, int]:  # pragma: no cover - numba
+    """Transactions and frauds over buckets ``lo..hi``: hourly edges plus whole days."""
+    if hi < lo:
+        return 0, 0
+    dlo = lo // bpd
+    dhi = hi // bpd
+    if dlo == dhi:
+        return _hsum(h_cnt, h_fraud, row, lo, hi)
+    c1, f1 = _hsum(h_cnt, h_fraud, row, lo, (dlo + 1) * bpd - 1)
+    c2, f2 = _hsum(d_cnt, d_fraud, row, dlo + 1, dhi - 1)
+    c3, f3 = _hsum(h_cnt, h_fraud, row, dhi * bpd, hi)
+    return c1 + c2 + c3, f1 + f2 + f3
+
+
+@numba.njit(cache=True, nogil=True)
+def _newest_fraud(
+    h_fraud: npt.NDArray[np.int32],
+    d_fraud: npt.NDArray[np.int32],
+    row: int,
+    lo: int,
+    hi: int,
+    bpd: int,
+) -> int:  # pragma: no cover - numba
+    """Newest bucket in ``lo..hi`` holding a known fraud, or ``lo - 1``."""
+    hl = h_fraud.shape[1]
+    dl = d_fraud.shape[1]
+    x = hi
+    while x >= lo:
+        if x % bpd == bpd - 1 and x - bpd + 1 >= lo and d_fraud[row, (x // bpd) % dl] == 0:
+            x -= bpd  # a whole day without fraud
+            continue
+        if h_fraud[row, x % hl] > 0:
+            return x
+        x -= 1
+    return lo - 1
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_many(
     c_tab_keys: npt.NDArray[np.uint64],
     c_tab_slot: npt.NDArray[np.int32],
     c_keys: npt.NDArray[np.uint64],
@@ -97,6 +168,7 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
     c_pos: npt.NDArray[np.int32],
     c_n: npt.NDArray[np.int32],
     c_last: npt.NDArray[np.float64],
+    c_unordered: npt.NDArray[np.uint8],
     t_tab_keys: npt.NDArray[np.uint64],
     t_tab_slot: npt.NDArray[np.int32],
     t_keys: npt.NDArray[np.uint64],
@@ -104,6 +176,8 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
     t_head: npt.NDArray[np.int64],
     t_lab_cnt: npt.NDArray[np.int32],
     t_lab_fraud: npt.NDArray[np.int32],
+    t_day_cnt: npt.NDArray[np.int32],
+    t_day_fraud: npt.NDArray[np.int32],
     t_rt_cnt: npt.NDArray[np.int32],
     t_rt_dist: npt.NDArray[np.int32],
     t_last: npt.NDArray[np.float64],
@@ -130,9 +204,10 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
     tz = params[P_TZ_S]
     ring_k = c_ring_ts.shape[1]
     bl = t_lab_cnt.shape[1]
+    dl = t_day_cnt.shape[1]
     br = t_rt_cnt.shape[1]
-    bpd = int(round(_DAY / w))
-    seen_terms = np.empty(ring_k, dtype=np.uint64)
+    bpd = round(_DAY / w)
+    seen_terms = np.empty(ring_k + 1, dtype=np.uint64)
     for j in range(start, order.shape[0]):
         i = order[j]
         cs = find_or_insert(c_tab_keys, c_tab_slot, c_keys, c_meta, card_key[i])
@@ -146,8 +221,12 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
         tk = term_key[i]
         row = out[i]
 
-        # ---- card: previous events (before inserting the current one) ----
+        # ---- card: one scan of previous events, newest first ----
+        # The ring is in event-time order unless the card ever received a late
+        # event (c_unordered); then the early exit is disabled and the scan is full.
         n = c_n[cs]
+        pos = c_pos[cs]
+        ordered = c_unordered[cs] == 0
         prev_ts = -math.inf
         prev_at_term = -math.inf
         later_at_term = False
@@ -155,50 +234,42 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
         p_sum = 0.0
         p_sq = 0.0
         p_max = 0.0
-        for k in range(n):
-            s = c_ring_ts[cs, k]
-            if s <= t:
-                prev_ts = max(prev_ts, s)
-                if c_ring_term[cs, k] == tk:
-                    prev_at_term = max(prev_at_term, s)
-                if t - s < 30 * _DAY:
-                    x = c_ring_amt[cs, k]
-                    p_cnt += 1
-                    p_sum += x
-                    p_sq += x * x
-                    p_max = max(p_max, x)
-            elif c_ring_term[cs, k] == tk:
-                later_at_term = True
-        # ---- card: insert ----
-        pos = c_pos[cs]
-        if n == ring_k and t - c_ring_ts[cs, pos] < 30 * _DAY:
-            counters[C_RING_SATURATED] += 1
-        c_ring_ts[cs, pos] = t
-        c_ring_amt[cs, pos] = a
-        c_ring_term[cs, pos] = tk
-        c_pos[cs] = (pos + 1) % ring_k
-        if n < ring_k:
-            c_n[cs] = n + 1
-        c_last[cs] = max(c_last[cs], t)
-        # ---- card: windows including the current event ----
-        cnt_h = 0
-        cnt_1 = 0
-        cnt_7 = 0
-        cnt_30 = 0
-        sum_1 = 0.0
-        sum_7 = 0.0
-        sum_30 = 0.0
-        n_terms = 0
-        for k in range(c_n[cs]):
-            s = c_ring_ts[cs, k]
+        cnt_h = 1
+        cnt_1 = 1
+        cnt_7 = 1
+        sum_1 = a
+        sum_7 = a
+        seen_terms[0] = tk
+        n_terms = 1
+        idx = pos
+        # when full, the slot at ``pos`` is about to be overwritten: skip it
+        m = n - 1 if n == ring_k else n
+        for _ in range(m):
+            idx -= 1
+            if idx < 0:
+                idx = ring_k - 1
+            s = c_ring_ts[cs, idx]
+            term = c_ring_term[cs, idx]
             if s > t:
+                if term == tk:
+                    later_at_term = True
                 continue
             age = t - s
             if age >= 30 * _DAY:
+                prev_ts = max(prev_ts, s)
+                if term == tk:
+                    prev_at_term = max(prev_at_term, s)
+                if ordered:
+                    break  # everything older is older still
                 continue
-            x = c_ring_amt[cs, k]
-            cnt_30 += 1
-            sum_30 += x
+            prev_ts = max(prev_ts, s)
+            if term == tk:
+                prev_at_term = max(prev_at_term, s)
+            x = c_ring_amt[cs, idx]
+            p_cnt += 1
+            p_sum += x
+            p_sq += x * x
+            p_max = max(p_max, x)
             if age < 7 * _DAY:
                 cnt_7 += 1
                 sum_7 += x
@@ -207,90 +278,99 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
                     sum_1 += x
                     if age < _HOUR:
                         cnt_h += 1
-                    term = c_ring_term[cs, k]
                     dup = False
-                    for m in range(n_terms):
-                        if seen_terms[m] == term:
+                    for mm in range(n_terms):
+                        if seen_terms[mm] == term:
                             dup = True
                             break
                     if not dup:
                         seen_terms[n_terms] = term
                         n_terms += 1
+        cnt_30 = p_cnt + 1
+        sum_30 = p_sum + a
+        # ---- card: insert ----
+        if n == ring_k and t - c_ring_ts[cs, pos] < 30 * _DAY:
+            counters[C_RING_SATURATED] += 1
+        if t < c_last[cs]:
+            c_unordered[cs] = 1
+        c_ring_ts[cs, pos] = t
+        c_ring_amt[cs, pos] = a
+        c_ring_term[cs, pos] = tk
+        c_pos[cs] = (pos + 1) % ring_k
+        if n < ring_k:
+            c_n[cs] = n + 1
+        c_last[cs] = max(c_last[cs], t)
 
         # ---- terminal: move head, add the event ----
-        b = int(math.floor(t / w))
+        b = math.floor(t / w)
         head = t_head[tsl]
         if b > head:
             _advance(head, b, t_lab_cnt, t_lab_fraud, tsl)
             _advance(head, b, t_rt_cnt, t_rt_dist, tsl)
+            day_head = head // bpd if head > NO_HEAD else NO_HEAD
+            if b // bpd > day_head:
+                _advance(day_head, b // bpd, t_day_cnt, t_day_fraud, tsl)
             head = b
             t_head[tsl] = b
         if b > head - bl:
             t_lab_cnt[tsl, b % bl] += 1
+            t_day_cnt[tsl, (b // bpd) % dl] += 1
             if label[i] == 1:
                 t_lab_fraud[tsl, b % bl] += 1
+                t_day_fraud[tsl, (b // bpd) % dl] += 1
         else:
             counters[C_TERMINAL_LATE_DROPPED] += 1
         if b > head - br:
             t_rt_cnt[tsl, b % br] += 1
             if not later_at_term:
                 if prev_at_term > -math.inf:
-                    bp = int(math.floor(prev_at_term / w))
+                    bp = math.floor(prev_at_term / w)
                     if bp > head - br:
                         t_rt_dist[tsl, bp % br] -= 1
                 t_rt_dist[tsl, b % br] += 1
         t_last[tsl] = max(t_last[tsl], t)
         # ---- terminal: real-time 24 h window ----
-        rt_cnt = 0
-        rt_dist = 0
-        for x in range(b - bpd + 1, b + 1):
-            if x > head - br and x <= head:
-                rt_cnt += t_rt_cnt[tsl, x % br]
-                rt_dist += t_rt_dist[tsl, x % br]
-        # ---- terminal: delayed labelled windows ----
-        q = int(math.floor((t - delay) / w))
-        l_cnt = 0
-        l_fraud = 0
-        tc1 = 0
-        tf1 = 0
-        tc7 = 0
-        tf7 = 0
+        rt_cnt, rt_dist = _hsum(
+            t_rt_cnt, t_rt_dist, tsl, max(b - bpd + 1, head - br + 1), min(b, head)
+        )
+        # ---- terminal: delayed labelled windows, buckets [q - n*bpd, q - 1] ----
+        q = math.floor((t - delay) / w)
+        hi = min(q - 1, head)
+        live = head - bl + 1
+        tc1, tf1 = _lab_window(
+            t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, max(q - bpd, live), hi, bpd
+        )
+        tc7, tf7 = _lab_window(
+            t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, max(q - 7 * bpd, live), hi, bpd
+        )
+        lo30 = max(q - 30 * bpd, live)
+        tc30, tf30 = _lab_window(t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, lo30, hi, bpd)
         since_fraud = _SINCE_CAP
-        for step in range(1, 30 * bpd + 1):
-            x = q - step
-            if x > head - bl and x <= head:
-                l_cnt += t_lab_cnt[tsl, x % bl]
-                f = t_lab_fraud[tsl, x % bl]
-                if f > 0 and since_fraud == _SINCE_CAP:
-                    since_fraud = min(_SINCE_CAP, t - (x + 1) * w)
-                l_fraud += f
-            if step == bpd:
-                tc1 = l_cnt
-                tf1 = l_fraud
-            if step == 7 * bpd:
-                tc7 = l_cnt
-                tf7 = l_fraud
+        if tf30 > 0:
+            xf = _newest_fraud(t_lab_fraud, t_day_fraud, tsl, lo30, hi, bpd)
+            if xf >= lo30:
+                since_fraud = min(_SINCE_CAP, t - (xf + 1) * w)
 
         # ---- write the row (schema v1 order) ----
         local = t + tz
-        day_index = int(math.floor(local / _DAY))
+        day_index = math.floor(local / _DAY)
         dow = (day_index + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-        hour = int(math.floor((local - day_index * _DAY) / _HOUR))
+        hour = math.floor((local - day_index * _DAY) / _HOUR)
         row[0] = a
         row[1] = 1.0 if dow >= 5 else 0.0
         row[2] = 1.0 if hour <= 6 else 0.0
         row[3] = cnt_1
-        row[4] = sum_1 / cnt_1 if cnt_1 > 0 else 0.0
+        row[4] = sum_1 / cnt_1
         row[5] = cnt_7
-        row[6] = sum_7 / cnt_7 if cnt_7 > 0 else 0.0
+        row[6] = sum_7 / cnt_7
         row[7] = cnt_30
-        row[8] = sum_30 / cnt_30 if cnt_30 > 0 else 0.0
+        row[8] = sum_30 / cnt_30
         row[9] = tc1
         row[10] = tf1 / tc1 if tc1 > 0 else 0.0
         row[11] = tc7
         row[12] = tf7 / tc7 if tc7 > 0 else 0.0
-        row[13] = l_cnt
-        row[14] = l_fraud / l_cnt if l_cnt > 0 else 0.0
+        row[13] = tc30
+        row[14] = tf30 / tc30 if tc30 > 0 else 0.0
         row[15] = cnt_h
         if p_cnt > 0:
             mean = p_sum / p_cnt
@@ -314,7 +394,7 @@ def fold_many(  # noqa: PLR0913, PLR0915 - one kernel call per batch by design
         row[27] = 0.0
         row[28] = 0.0
         row[29] = _SINCE_CAP
-    return order.shape[0]
+    return int(order.shape[0])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -323,6 +403,7 @@ def apply_labels_many(
     t_tab_slot: npt.NDArray[np.int32],
     t_head: npt.NDArray[np.int64],
     t_lab_fraud: npt.NDArray[np.int32],
+    t_day_fraud: npt.NDArray[np.int32],
     params: npt.NDArray[np.float64],
     counters: npt.NDArray[np.int64],
     term_key: npt.NDArray[np.uint64],
@@ -340,18 +421,22 @@ def apply_labels_many(
     """
     w = params[P_BUCKET_S]
     bl = t_lab_fraud.shape[1]
+    dl = t_day_fraud.shape[1]
+    bpd = round(_DAY / w)
     applied = 0
     for i in range(term_key.shape[0]):
         tsl = find(t_tab_keys, t_tab_slot, term_key[i])
         if tsl < 0:
             counters[C_LABEL_UNKNOWN_TERMINAL] += 1
             continue
-        b = int(math.floor(tx_ts[i] / w))
+        b = math.floor(tx_ts[i] / w)
         head = t_head[tsl]
         if b > head or b <= head - bl:
             counters[C_LABEL_TOO_OLD] += 1
             continue
-        v = t_lab_fraud[tsl, b % bl] + delta[i]
-        t_lab_fraud[tsl, b % bl] = max(v, 0)
+        v = t_lab_fraud[tsl, b % bl]
+        nv = max(v + delta[i], 0)
+        t_lab_fraud[tsl, b % bl] = nv
+        t_day_fraud[tsl, (b // bpd) % dl] += nv - v
         applied += 1
     return applied

@@ -109,7 +109,9 @@ FEATURES: Final[tuple[FeatureSpec, ...]] = (
     FeatureSpec("NET_CARD_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_CARD_FLAGGED", "reserved"),
     FeatureSpec("NET_TERM_MEMBERS_FLAGGING", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
     FeatureSpec("NET_TERM_MAX_SCORE", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
-    FeatureSpec("NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
+    FeatureSpec(
+        "NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"
+    ),
 )  # fmt: skip
 
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
@@ -151,7 +153,7 @@ class FeatureConfig:
     """
 
     delay_days: float = 7.0
-    card_ring: int = 128
+    card_ring: int = 192
     bucket_s: float = HOUR_S
     max_cards: int = 1 << 20
     max_terminals: int = 1 << 18
@@ -180,20 +182,27 @@ class FeatureConfig:
     @property
     def label_buckets(self) -> int:
         """Length of a terminal's labelled-bucket ring: 30 days + delay + 2 buckets."""
-        return int(round((30 * DAY_S + self.delay_days * DAY_S) / self.bucket_s)) + 2
+        return round((30 * DAY_S + self.delay_days * DAY_S) / self.bucket_s) + 2
+
+    @property
+    def day_buckets(self) -> int:
+        """Length of a terminal's per-day aggregate ring (covers the labelled ring)."""
+        bpd = round(DAY_S / self.bucket_s)
+        return -(-self.label_buckets // bpd) + 2
 
     @property
     def rt_buckets(self) -> int:
         """Length of a terminal's real-time ring (24 h + 2 buckets)."""
-        return int(round(DAY_S / self.bucket_s)) + 2
+        return round(DAY_S / self.bucket_s) + 2
 
     def bytes_per_card(self) -> int:
         """Memory per card slot: ring (ts f8, amount f8, terminal u64) + scalars + hash table."""
-        return self.card_ring * 24 + 4 + 4 + 8 + 8 + 2 * 12
+        return self.card_ring * 24 + 4 + 4 + 8 + 8 + 1 + 2 * 12
 
     def bytes_per_terminal(self) -> int:
-        """Memory per terminal slot: two int32 rings of label buckets, two of rt buckets, ..."""
-        return 8 * self.label_buckets + 8 * self.rt_buckets + 8 + 8 + 8 + 2 * 12
+        """Memory per terminal slot: int32 pairs per labelled, daily and real-time bucket,
+        head, last-seen, key and two hash-table entries."""
+        return 8 * (self.label_buckets + self.day_buckets + self.rt_buckets) + 8 + 8 + 8 + 2 * 12
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,7 +216,10 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"feature config: unknown keys {sorted(unknown)}")
         try:
-            return cls(**{k: (int(v) if k in _INT_KEYS else float(v)) for k, v in obj.items()})
+            kw: dict[str, Any] = {
+                k: (int(v) if k in _INT_KEYS else float(v)) for k, v in obj.items()
+            }
+            return cls(**kw)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"feature config: {e}") from None
 

@@ -1,0 +1,92 @@
+"""Convert fitted scikit-learn models into :class:`CompiledModel` arrays.
+
+Supported: ``RandomForestClassifier`` / ``ExtraTreesClassifier`` (binary,
+mean of tree probabilities), ``LogisticRegression`` (binary) optionally
+behind a ``StandardScaler`` in a ``Pipeline``. Anything else is a
+:class:`~fraudnet.errors.ModelError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fraudnet.core.features.schema import FeatureConfig
+from fraudnet.core.scoring.compiled import CompiledModel
+from fraudnet.errors import ModelError
+
+__all__ = ["compile_sklearn"]
+
+
+def _forest(est: Any) -> dict[str, np.ndarray[Any, Any]]:
+    feats, thr, left, right, val, roots = [], [], [], [], [], []
+    offset = 0
+    for tree_est in est.estimators_:
+        tree = tree_est.tree_
+        if list(tree_est.classes_) != [0, 1] and len(tree_est.classes_) != 2:
+            raise ModelError("model: only binary classifiers can be compiled")
+        n = tree.node_count
+        is_leaf = tree.children_left < 0
+        f = np.where(is_leaf, -1, tree.feature).astype(np.int32)
+        v = tree.value[:, 0, :].astype(np.float64)
+        tot = v.sum(axis=1)
+        p = np.divide(v[:, 1], tot, out=np.zeros(n), where=tot > 0)
+        feats.append(f)
+        thr.append(np.where(is_leaf, 0.0, tree.threshold).astype(np.float64))
+        left.append(np.where(is_leaf, -1, tree.children_left + offset).astype(np.int32))
+        right.append(np.where(is_leaf, -1, tree.children_right + offset).astype(np.int32))
+        val.append(p)
+        roots.append(offset)
+        offset += n
+    return {
+        "feature": np.concatenate(feats), "threshold": np.concatenate(thr),
+        "left": np.concatenate(left), "right": np.concatenate(right),
+        "value": np.concatenate(val), "roots": np.asarray(roots, dtype=np.int32),
+    }  # fmt: skip
+
+
+def compile_sklearn(
+    est: Any,
+    feature_names: tuple[str, ...],
+    feature_config: FeatureConfig,
+    meta: dict[str, Any] | None = None,
+) -> CompiledModel:
+    """Arrays of a fitted estimator reading ``feature_names`` (in that order)."""
+    scaler = None
+    if isinstance(est, Pipeline):
+        steps = [s for _, s in est.steps]
+        if len(steps) == 2 and isinstance(steps[0], StandardScaler):
+            scaler, est = steps
+        elif len(steps) == 1:
+            est = steps[0]
+        else:
+            raise ModelError("model: only StandardScaler + estimator pipelines can be compiled")
+    if len(getattr(est, "classes_", ())) != 2:
+        raise ModelError("model: only binary classifiers can be compiled")
+    nf = len(feature_names)
+    if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
+        if scaler is not None:
+            raise ModelError("model: tree ensembles are compiled without a scaler")
+        arrays = _forest(est)
+        kind = "forest"
+    elif isinstance(est, LogisticRegression):
+        mean = np.zeros(nf) if scaler is None else np.asarray(scaler.mean_, dtype=np.float64)
+        scale = np.ones(nf) if scaler is None else np.asarray(scaler.scale_, dtype=np.float64)
+        arrays = {
+            "coef": np.asarray(est.coef_[0], dtype=np.float64),
+            "intercept": np.asarray([est.intercept_[0]], dtype=np.float64),
+            "mean": mean,
+            "scale": scale,
+        }
+        kind = "linear"
+    else:
+        raise ModelError(f"model: cannot compile {type(est).__name__}")
+    return CompiledModel(
+        kind=kind, feature_names=tuple(feature_names), arrays=arrays,
+        feature_config=feature_config, meta=dict(meta or {}),
+    )  # fmt: skip
