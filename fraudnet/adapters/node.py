@@ -162,6 +162,7 @@ def build_node(settings: Settings) -> Node:
         group_id=f"fraudnet-{settings.node.name}-ingest",
         fmt=settings.ingest.format,
         batch_max=settings.ingest.batch_max,
+        linger_ms=settings.ingest.linger_ms,
     )
     outputs = app.fraudnet_outputs
 
@@ -209,11 +210,16 @@ class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
         if self.on_ready is not None:
             self.on_ready(node)
 
-    async def on_stop(self) -> None:
-        node = self.node
+
+async def _drain_before_stop(node: Node) -> None:
+    """Stop ingesting, wait (bounded) for in-flight batches, flush outputs."""
+    node.ingest.pause()
+    try:
         await node.runtime.drain(timeout=10.0)
-        counters = node.core.counters.as_dict()
-        log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
+    except Exception as e:  # noqa: BLE001  shutdown goes on; the error is logged
+        log.error("drain on stop failed: %r", e)
+    counters = node.core.counters.as_dict()
+    log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
 
 
 def run_node(
@@ -226,10 +232,15 @@ def run_node(
     """Run until SIGTERM/SIGINT (or a service stops the worker); returns the exit code."""
     from faust import Worker
 
+    class NodeWorker(Worker):  # type: ignore[misc]  # faust is untyped
+        # Faust stops the app (and its producer) before the other services;
+        # drain first, while everything still runs.
+        async def on_stop(self) -> None:
+            await _drain_before_stop(node)
+            await super().on_stop()
+
     lifecycle = _Lifecycle(node, on_ready)
-    # The lifecycle service is started last and stopped first, so it drains the
-    # runtime while the app, ingest and HTTP services are still up.
-    worker = Worker(
+    worker = NodeWorker(
         node.app,
         *node.services,
         *extra_services,

@@ -172,6 +172,9 @@ def build_http_app(
         dead: list[DeadLetter] = []
         source = request.headers.get("X-Fraudnet-Source", "POST /v1/ingest")[:200]
         for loc, obj, raw in items:
+            if isinstance(obj, dict) and "__unreadable__" in obj:  # a client could not parse it
+                obj = _Unparsable(str(obj["__unreadable__"])[:300])
+                loc = str(raw and json.loads(raw).get("__location__", loc))[:200]
             if isinstance(obj, _Unparsable):
                 core.count_received_undecodable()
                 err = TransactionError(obj.reason, source=source, location=loc)

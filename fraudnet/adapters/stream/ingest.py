@@ -69,6 +69,7 @@ class IngestService(Service):  # type: ignore[misc]  # mode is untyped
         group_id: str,
         fmt: str,
         batch_max: int,
+        linger_ms: float = 2.0,
         fetch_max_wait_ms: int = 5,
         **kw: Any,
     ) -> None:
@@ -78,9 +79,11 @@ class IngestService(Service):  # type: ignore[misc]  # mode is untyped
         self.group_id = group_id
         self.fmt = fmt
         self.batch_max = batch_max
+        self.linger_ms = linger_ms
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._commit_chain: asyncio.Future[None] | None = None
+        self._paused = False
         self.consumed = 0
         super().__init__(**kw)
 
@@ -97,6 +100,10 @@ class IngestService(Service):  # type: ignore[misc]  # mode is untyped
         await self._consumer.start()
         self.add_future(self._run())
 
+    def pause(self) -> None:
+        """Stop fetching new records (in-flight batches still complete)."""
+        self._paused = True
+
     async def on_stop(self) -> None:
         if self._commit_chain is not None:
             try:
@@ -110,10 +117,24 @@ class IngestService(Service):  # type: ignore[misc]  # mode is untyped
         consumer = self._consumer
         assert consumer is not None
         core = self.runtime.core
-        while not self.should_stop:
+        loop = asyncio.get_running_loop()
+        while not self.should_stop and not self._paused:
             await self.runtime.wait_capacity()
             try:
                 data = await consumer.getmany(timeout_ms=100, max_records=self.batch_max)
+                if data:
+                    # Linger: top the batch up for at most linger_ms after its first record.
+                    deadline = loop.time() + self.linger_ms / 1000
+                    n = sum(len(v) for v in data.values())
+                    while n < self.batch_max and (left := deadline - loop.time()) > 0:
+                        more = await consumer.getmany(
+                            timeout_ms=max(1, int(left * 1000)), max_records=self.batch_max - n
+                        )
+                        if not more:
+                            break
+                        for tp, msgs in more.items():
+                            data.setdefault(tp, []).extend(msgs)
+                            n += len(msgs)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001  a broker error must not kill the node

@@ -37,6 +37,7 @@ from .roster import Roster
 
 __all__ = [
     "MAX_ATTESTATION_BYTES",
+    "NO_EVIDENCE",
     "STANCES",
     "Attestation",
     "Evidence",
@@ -75,8 +76,13 @@ class Evidence:
         return cls(
             n_tx=want_int(w[0], "attestation evidence n_tx", hi=MAX_SEQ),
             n_flagged=want_int(w[1], "attestation evidence n_flagged", hi=MAX_SEQ),
-            reasons=tuple(want_str(r, "attestation reason", max_len=MAX_REASON_LEN) for r in reasons),
+            reasons=tuple(
+                want_str(r, "attestation reason", max_len=MAX_REASON_LEN) for r in reasons
+            ),
         )
+
+
+NO_EVIDENCE: Final = Evidence()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +98,14 @@ class Attestation:
     seq: int
     stance: Stance
     score_band: int = 0
-    evidence: Evidence = Evidence()
+    evidence: Evidence = NO_EVIDENCE
     issued_at_us: int = 0
 
     def __post_init__(self) -> None:
         if self.entity_kind not in ENTITY_KINDS:
-            raise ConsensusError("malformed", f"attestation: unknown entity kind {self.entity_kind!r}")
+            raise ConsensusError(
+                "malformed", f"attestation: unknown entity kind {self.entity_kind!r}"
+            )
         if self.stance not in STANCES:
             raise ConsensusError("malformed", f"attestation: unknown stance {self.stance!r}")
         want_bytes(self.entity, "attestation entity", max_len=32)

@@ -59,7 +59,9 @@ def unpack_canonical(data: bytes, what: str, max_bytes: int) -> Any:
             max_ext_len=0,
         )
     except Exception as e:  # msgpack raises many types on hostile bytes
-        raise ConsensusError("malformed", f"{what}: not valid msgpack ({type(e).__name__})") from None
+        raise ConsensusError(
+            "malformed", f"{what}: not valid msgpack ({type(e).__name__})"
+        ) from None
     try:
         again = pack(obj)
     except Exception:

@@ -95,7 +95,9 @@ class EquivocationProof:
         )
 
 
-def attestation_equivocation(a: SignedAttestation, b: SignedAttestation) -> EquivocationProof | None:
+def attestation_equivocation(
+    a: SignedAttestation, b: SignedAttestation
+) -> EquivocationProof | None:
     """A proof if ``a`` and ``b`` are different statements with one identity (else None).
 
     The caller has verified both signatures (they came through
@@ -147,9 +149,7 @@ def verify_proof(proof: EquivocationProof, chain: RosterChain) -> str:
     return proof.member_id
 
 
-def seal_proof(
-    proof: EquivocationProof, reporter_id: str, key: Ed25519PrivateKey
-) -> bytes:
+def seal_proof(proof: EquivocationProof, reporter_id: str, key: Ed25519PrivateKey) -> bytes:
     """Gossip envelope ``[reporter, proof, sig]`` signed in the ``equivocation-proof`` context."""
     raw = proof.encode()
     sig = crypto.sign(key, b"equivocation-proof", proof.network.encode("ascii"), raw)

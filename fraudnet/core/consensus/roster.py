@@ -189,7 +189,9 @@ class Roster:
             prev_hash=want_bytes(w[4], "roster previous hash", n=HASH_LEN),
             f=want_int(w[5], "roster f", hi=MAX_MEMBERS),
             key_epoch=want_int(w[6], "roster key epoch"),
-            members=tuple(Member.from_wire(m, f"roster member #{i}") for i, m in enumerate(members)),
+            members=tuple(
+                Member.from_wire(m, f"roster member #{i}") for i, m in enumerate(members)
+            ),
             issued_at_us=want_int(w[8], "roster issued-at"),
         )
 

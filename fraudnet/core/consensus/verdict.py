@@ -41,7 +41,6 @@ from typing import Any, Final, Literal
 
 from fraudnet.errors import ConsensusError
 
-from .. import crypto
 from .attestation import MAX_ATTESTATION_BYTES, Attestation, SignedAttestation, verify_cached
 from .chain import RosterChain
 from .codec import pack, unpack_canonical, want_bytes, want_int, want_list, want_str
@@ -311,9 +310,13 @@ def verify_certificate(
             raise ConsensusError("bad-signature", f"statement of {member_id!r}")
         b = Attestation.decode(raw)
         if (b.member_id, b.network, b.key_epoch) != (member_id, roster.network, roster.key_epoch):
-            raise ConsensusError("bad-certificate", f"statement of {member_id!r}: wrong signer/epoch")
+            raise ConsensusError(
+                "bad-certificate", f"statement of {member_id!r}: wrong signer/epoch"
+            )
         if (b.entity_kind, b.entity, b.window) != (cert.entity_kind, cert.entity, cert.window):
-            raise ConsensusError("bad-certificate", f"statement of {member_id!r}: other entity/window")
+            raise ConsensusError(
+                "bad-certificate", f"statement of {member_id!r}: other entity/window"
+            )
         if b.stance != want_stance:
             raise ConsensusError("bad-certificate", f"statement of {member_id!r} is {b.stance}")
         if members and members[-1] == member_id:
@@ -331,6 +334,3 @@ def verify_certificate(
         cert.level, cert.entity_kind, cert.entity, cert.window, roster.version,
         tuple(members), roster.hash == chain.tip.hash, expired,
     )  # fmt: skip
-
-
-_ = crypto  # signatures are checked through verify_cached (same contexts as crypto.verify)
