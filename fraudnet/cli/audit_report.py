@@ -141,7 +141,9 @@ def render_html(s: Summary, title: str) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in j["decision_outcomes"].items()
     )
-    kinds = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in j["kinds"].items())
+    kinds = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in j["kinds"].items()
+    )
     lat = "".join(f"<tr><td>{k}</td><td>{v if v is not None else '-'}</td></tr>"
                   for k, v in j["latency_us"].items())  # fmt: skip
     return f"""<!doctype html>

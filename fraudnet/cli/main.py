@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("fraudnet.cli.ingest", "Send a transaction file to a running node."),
     "generate": ("fraudnet.cli.generate", "Write a generated transaction set to a file."),
     "bench": ("fraudnet.cli.bench", "Run a benchmark (machine-readable with --json)."),
+    "audit": ("fraudnet.cli.audit", "Verify, inspect and prove a node's audit log."),
 }
 
 
