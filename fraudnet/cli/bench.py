@@ -11,7 +11,10 @@ import importlib
 import click
 
 #: benchmark name -> (module, one-line help)
-BENCHES: dict[str, tuple[str, str]] = {}
+BENCHES: dict[str, tuple[str, str]] = {
+    "gossip": ("fraudnet.bench.gossip", "Signal latency and loss across N node processes."),
+    "audit": ("fraudnet.bench.audit", "Audit log: group-commit appends/s and verify time."),
+}
 
 
 class _LazyBench(click.Group):
