@@ -80,7 +80,7 @@ def test_rotation_and_retention_keep_verification_and_proofs(tmp_path: Path) -> 
             log.commit()
     log.close()
     segs = list_segments(d)
-    assert len(segs) > 4
+    assert len(segs) >= 3 and segs[0].first_seq > 0  # oldest deleted
     assert [s.archived for s in segs].count(False) == 2
     r = verify_log(d)
     assert r.ok and r.records == 300 and r.expired > 0, r
