@@ -34,7 +34,7 @@ from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, parse_record
 
 __all__ = ["Counters", "DeadLetter", "NodeCore", "scrub"]
 
-_PAN_RUN = re.compile(r"(?<!\d)(\d[ -]?){12,19}(?!\d)")
+_PAN_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
 MAX_DEADLETTER_PAYLOAD = 2048
 
 

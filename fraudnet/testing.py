@@ -1,0 +1,104 @@
+"""Test helpers: run real `fraudnet` processes on 127.0.0.1 and read their topics.
+
+Used by the integration tests and the scenario runner; bounded waits only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FRAUDNET = [sys.executable, "-m", "fraudnet.cli.main"]
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(
+        [*FRAUDNET, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"fraudnet {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+    return p
+
+
+def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``pred`` until it returns a truthy value; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def running_node(node_dir: Path, *extra: str, log: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Start `fraudnet node run DIR` and yield its endpoints; SIGTERM it afterwards."""
+    ep_file = node_dir / "run" / "endpoints.json"
+    if ep_file.exists():
+        ep_file.unlink()
+    logf = open(log or node_dir / "node.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [*FRAUDNET, "node", "run", str(node_dir), "--api", "127.0.0.1:0", *extra],
+        stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+    def ready() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited early ({proc.returncode}); log: {logf.name}")
+        try:
+            ep: dict[str, Any] = json.loads(ep_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return ep if ep.get("pid") == proc.pid else None
+
+    try:
+        ep = wait_for(ready, 60, "node start")
+        ep["proc"] = proc
+        ep["token"] = (node_dir / "api.token").read_text().strip()
+        yield ep
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        logf.close()
+
+
+def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60) -> list[bytes]:
+    """Read ``topic`` from the beginning with a plain confluent consumer until ``until(values)``."""
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    c.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for m in c.consume(num_messages=1000, timeout=0.2):
+                if m.error() is None and m.value() is not None:
+                    values.append(m.value())
+            if until(values):
+                return values
+        raise AssertionError(f"timed out reading {topic}: {len(values)} messages")
+    finally:
+        c.close()
