@@ -38,8 +38,8 @@ def ref_path(m: int, d: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return ref_path(m, d[:k]) + [ref_mth(d[k:])]
-    return ref_path(m - k, d[k:]) + [ref_mth(d[:k])]
+        return [*ref_path(m, d[:k]), ref_mth(d[k:])]
+    return [*ref_path(m - k, d[k:]), ref_mth(d[:k])]
 
 
 def ref_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
@@ -50,8 +50,8 @@ def ref_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return ref_subproof(m, d[:k], b) + [ref_mth(d[k:])]
-    return ref_subproof(m - k, d[k:], False) + [ref_mth(d[:k])]
+        return [*ref_subproof(m, d[:k], b), ref_mth(d[k:])]
+    return [*ref_subproof(m - k, d[k:], False), ref_mth(d[:k])]
 
 
 def ref_proof(m: int, d: list[bytes]) -> list[bytes]:
@@ -94,7 +94,7 @@ def test_inclusion_matches_reference_and_verifies(n: int) -> None:
         assert not verify_inclusion(leaf_hash(d[m] + b"!"), m, n, p, root)
         if n > 1:
             assert not verify_inclusion(leaf_hash(d[m]), (m + 1) % n, n, p, root)
-            bad = [bytes(32)] + p[1:]
+            bad = [bytes(32), *p[1:]]
             assert not verify_inclusion(leaf_hash(d[m]), m, n, bad, root)
 
 

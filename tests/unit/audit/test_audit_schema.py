@@ -77,7 +77,7 @@ def test_non_pans_are_allowed() -> None:
 def test_invalid_records_name_the_field() -> None:
     with pytest.raises(InputError, match="unknown kind"):
         event_record("nope", at_us=1, actor="n", action="x")
-    with pytest.raises(InputError, match="details.signal_id"):
+    with pytest.raises(InputError, match=r"details\.signal_id"):
         event_record("signal_sent", at_us=1, actor="n", action="send")
     with pytest.raises(InputError, match="finite"):
         event_record("node_start", at_us=1, actor="n", action="x", v=float("nan"))

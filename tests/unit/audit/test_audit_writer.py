@@ -86,7 +86,7 @@ def test_rotation_and_retention_keep_verification_and_proofs(tmp_path: Path) -> 
     assert r.ok and r.records == 300 and r.expired > 0, r
     assert any("retention" in n for n in r.notes)
     # proofs for records still online work although older ones are gone
-    signed, cp = find_checkpoint(d)
+    _signed, cp = find_checkpoint(d)
     leaves = LeafHashes(d, cp.tree_size)
     assert leaves.range_hash(0, cp.tree_size) == cp.root
     for m in (r.expired, r.expired + 7, 299):
@@ -159,7 +159,7 @@ def test_recovery_refuses_to_cut_checkpointed_records(tmp_path: Path) -> None:
     data = bytearray(seg.read_bytes())
     data[-30] ^= 0xFF  # inside the last (checkpointed) record
     seg.write_bytes(bytes(data))
-    with pytest.raises(AuditError, match="refusing|do not match"):
+    with pytest.raises(AuditError, match=r"refusing|do not match"):
         open_audit_log(d, key)
     assert seg.read_bytes() == bytes(data)  # evidence untouched
 
