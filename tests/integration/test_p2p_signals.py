@@ -120,11 +120,16 @@ def test_replay_is_ignored_after_restart_from_persisted_state(tmp_path: Path) ->
         m.svc.publish_bytes_nowait(valid)
         wait_for(lambda: a.svc.highest_seq("bank-m") == 5000, what="a accepted seq 5000")
         a.svc.stop()
+        c.svc.stop()  # the replayer restarts too: its GossipSub seen-cache would drop the bytes
         assert (tmp_path / "bank-a" / "p2p-replay.msgpack").exists()
         got: list[SignalPayload] = []
         restarted = P2PService(a.svc.settings, keys["bank-a"], RING, got.append)
         nodes["bank-a"] = Node(restarted, got, threading.Lock())
+        c_inbox: list[SignalPayload] = []
+        c2 = P2PService(c.svc.settings, keys["bank-c"], RING, c_inbox.append)
+        nodes["bank-c"] = c = Node(c2, c_inbox, threading.Lock())
         restarted.start()
+        c2.start()
         wait_for(lambda: restarted.metrics()["p2p_connected_members"] >= 2, what="reconnect")
         assert restarted.highest_seq("bank-m") == 5000
         wait_for(lambda: _probe(c, [nodes["bank-a"]]), timeout=40, what="c reaches restarted a")
