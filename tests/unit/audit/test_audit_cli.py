@@ -113,6 +113,7 @@ def test_consistency_and_checkpoint_export(
     code, out, _ = run(capsys, "audit", "consistency", str(d), str(old), "121")
     assert code == 0 and json.loads(out)["verified"] is True
     code, _, err = run(capsys, "audit", "consistency", str(d), "121", str(old))
+    assert "larger" in err
     assert code == 4
 
 
