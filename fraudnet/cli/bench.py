@@ -14,6 +14,7 @@ import click
 BENCHES: dict[str, tuple[str, str]] = {
     "gossip": ("fraudnet.bench.gossip", "Signal latency and loss across N node processes."),
     "audit": ("fraudnet.bench.audit", "Audit log: group-commit appends/s and verify time."),
+    "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),
 }
 
 

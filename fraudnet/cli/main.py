@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("fraudnet.cli.generate", "Write a generated transaction set to a file."),
     "bench": ("fraudnet.cli.bench", "Run a benchmark (machine-readable with --json)."),
     "audit": ("fraudnet.cli.audit", "Verify, inspect and prove a node's audit log."),
+    "model": ("fraudnet.cli.model", "Train and inspect detection models."),
+    "evaluate": ("fraudnet.cli.evaluate", "Replay a file, train, test: AUC, AP, CP@100."),
 }
 
 

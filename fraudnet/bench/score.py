@@ -1,0 +1,122 @@
+"""``fraudnet bench score``: feature update + compiled scoring, next to scikit-learn.
+
+Trains a 100-tree random forest (scikit-learn defaults, ``random_state=0``)
+on streaming features of a seeded synthetic stream (or ``--data FILE``),
+then measures, in the same process:
+
+* ``single_ns`` -- one transaction through :meth:`ModelScorer.score_many`
+  (feature update + forest + reason codes), median over ``--single`` calls;
+* ``batch_ns_per_tx`` -- the same in batches of ``--batch`` (1,000);
+* ``sklearn_single_ns`` / ``sklearn_batch_ns_per_tx`` -- scikit-learn's
+  ``predict_proba`` on one row / on the batch (model only, no features).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import click
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+from fraudnet.core.features import FeatureConfig, default_model_features, feature_index
+from fraudnet.core.records import TxColumns
+from fraudnet.core.scoring.model_scorer import ModelScorer
+from fraudnet.training.convert import compile_sklearn
+from fraudnet.training.train import replay_features
+
+
+def _synthetic(n: int, seed: int) -> Any:
+    from fraudnet.training.data import TxTable
+
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.uniform(0, 60 * 86400.0, n)) + 1.5e9
+    card = rng.integers(0, max(n // 100, 10), n)
+    term = rng.integers(0, max(n // 200, 10), n)
+    amount = np.round(rng.gamma(2.0, 30.0, n), 2)
+    fraud = ((amount > 220) | (rng.random(n) < 0.003) | (term % 997 == 0)).astype(np.int8)
+    return TxTable(tx_id=np.arange(n), ts_s=ts, customer=card, terminal=term, amount=amount,
+                   fraud=fraud)  # fmt: skip
+
+
+def _cols(table: Any, s: int, e: int) -> TxColumns:
+    c = table.columns(with_labels=False)
+    return TxColumns(
+        card_key=c.card_key[s:e], terminal_key=c.terminal_key[s:e], ts_s=c.ts_s[s:e],
+        amount=c.amount[s:e], mcc=c.mcc[s:e], channel=c.channel[s:e], label=c.label[s:e],
+    )  # fmt: skip
+
+
+@click.command()
+@click.option("--data", "data_path", default=None, help="FDH-format file instead of synthetic")
+@click.option("--rows", default=200_000, show_default=True, help="synthetic rows")
+@click.option("--batch", default=1000, show_default=True)
+@click.option("--single", "n_single", default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bool) -> None:
+    """Features + compiled forest vs scikit-learn predict_proba (ns per transaction)."""
+    from fraudnet.training.data import load_csv
+
+    table = load_csv(data_path) if data_path else _synthetic(rows, 0)
+    n = len(table)
+    config = FeatureConfig()
+    warm = n // 2
+    x = replay_features(table.take(np.arange(warm)), config)
+    names = default_model_features()
+    cols = feature_index(list(names))
+    train = slice(max(0, warm - 100_000), warm)
+    rf = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+    rf.fit(x[train][:, cols], table.fraud[:warm][train])
+    model = compile_sklearn(rf, names, config)
+    # the scorer's state continues from the warm-up replay, like a running node
+    scorer = ModelScorer(model)
+    for s in range(0, warm, 65536):
+        scorer.features_many(_cols(table, s, min(s + 65536, warm)))
+    scorer.score_many(_cols(table, warm, warm + 1))  # compile / warm caches
+    pos = warm + 1
+    singles = []
+    for _ in range(n_single):
+        b = _cols(table, pos, pos + 1)
+        t0 = time.perf_counter_ns()
+        scorer.score_many(b)
+        singles.append(time.perf_counter_ns() - t0)
+        pos += 1
+    batches = []
+    while pos + batch <= n and len(batches) < 50:
+        b = _cols(table, pos, pos + batch)
+        t0 = time.perf_counter_ns()
+        scorer.score_many(b)
+        batches.append((time.perf_counter_ns() - t0) / batch)
+        pos += batch
+    xb = x[-batch:][:, cols]
+    sk_single = []
+    for i in range(min(200, n_single)):
+        t0 = time.perf_counter_ns()
+        rf.predict_proba(xb[i % batch : i % batch + 1])
+        sk_single.append(time.perf_counter_ns() - t0)
+    sk_batch = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        rf.predict_proba(xb)
+        sk_batch.append((time.perf_counter_ns() - t0) / batch)
+    nodes = int(model.arrays["feature"].shape[0])
+    out = {
+        "single_ns": float(statistics.median(singles)),
+        "single_p99_ns": float(np.percentile(singles, 99)),
+        "batch_ns_per_tx": float(statistics.median(batches)) if batches else None,
+        "sklearn_single_ns": float(statistics.median(sk_single)),
+        "sklearn_batch_ns_per_tx": float(statistics.median(sk_batch)),
+        "batch": batch,
+        "trees": 100,
+        "forest_nodes": nodes,
+        "rows": n,
+        "data": data_path or f"synthetic:{rows}",
+    }
+    if as_json:
+        click.echo(json.dumps(out, sort_keys=True))
+    else:
+        for k, v in out.items():
+            click.echo(f"{k:>24}: {v}")

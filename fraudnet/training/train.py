@@ -1,0 +1,175 @@
+"""Training: streaming features, candidate models, selection by validation, compilation.
+
+Features always come from the streaming state (:class:`FeatureState`) fed
+with the file in event-time order -- the same code the node runs, so there
+is no separate batch path and no look-ahead: a transaction's row is
+computed when it is folded, from earlier events and labels at least
+``delay`` old.
+
+Model selection without look-ahead (one prequential fold of the handbook):
+each candidate is fitted on the ``train_days`` that end ``train_days +
+delay_days`` before the training period and evaluated, with the handbook
+protocol, on the training period itself -- whose labels are all known when
+the model is deployed. The winner (highest average precision, then CP@100)
+is refitted on the training period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import sklearn
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fraudnet.core.features import (
+    FEATURE_NAMES,
+    SCHEMA_VERSION,
+    FeatureConfig,
+    FeatureState,
+    default_model_features,
+    feature_index,
+)
+from fraudnet.core.scoring.compiled import CompiledModel
+from fraudnet.errors import ConfigError, InputError
+
+from .convert import compile_sklearn
+from .data import TxTable
+from .protocol import metrics, split
+
+__all__ = ["CANDIDATES", "FEATURE_SETS", "TrainResult", "fit", "replay_features", "train"]
+
+F64 = npt.NDArray[np.float64]
+
+
+def _rf(**kw: Any) -> Callable[[int], Any]:
+    return lambda jobs: RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=jobs, **kw)
+
+
+#: candidate name -> factory(n_jobs) of an unfitted scikit-learn estimator
+CANDIDATES: Final[dict[str, Callable[[int], Any]]] = {
+    "logreg": lambda jobs: Pipeline(
+        [("scale", StandardScaler()), ("lr", LogisticRegression(max_iter=1000))]
+    ),
+    "rf": _rf(),
+    "rf_leaf5": _rf(min_samples_leaf=5),
+    "rf_leaf20": _rf(min_samples_leaf=20),
+    "rf_leaf20_bal": _rf(min_samples_leaf=20, class_weight="balanced_subsample"),
+    "rf_depth12": _rf(max_depth=12),
+    "extra_trees": lambda jobs: ExtraTreesClassifier(
+        n_estimators=100, random_state=0, n_jobs=jobs, min_samples_leaf=3
+    ),
+}
+FEATURE_SETS: Final = {
+    "handbook": default_model_features(("handbook",)),
+    "all": default_model_features(("handbook", "analyst")),
+}
+
+
+def replay_features(table: TxTable, config: FeatureConfig, batch: int = 65536) -> F64:
+    """Feature rows of every transaction, replayed in order through the streaming state."""
+    st = FeatureState(config)
+    cols = table.columns(with_labels=True)
+    out = np.empty((len(table), len(FEATURE_NAMES)), dtype=np.float64)
+    for s in range(0, len(table), batch):
+        e = min(s + batch, len(table))
+        out[s:e] = st.fold_arrays(
+            cols.card_key[s:e], cols.terminal_key[s:e], cols.ts_s[s:e], cols.amount[s:e],
+            cols.label[s:e],
+        )  # fmt: skip
+    return out
+
+
+def fit(name: str, x: F64, y: npt.NDArray[np.int8], jobs: int = 1) -> Any:
+    """Fit candidate ``name``; a one-class training set is an :class:`InputError`."""
+    if name not in CANDIDATES:
+        raise ConfigError(f"model: unknown candidate {name!r} (known: {', '.join(CANDIDATES)})")
+    if len(np.unique(y)) < 2:
+        raise InputError("training period has only one class (no frauds or no genuine)")
+    return CANDIDATES[name](jobs).fit(x, y)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: CompiledModel
+    candidate: str
+    validation: dict[str, dict[str, float]]
+    train_rows: int
+
+
+def validate(
+    table: TxTable, x: F64, cols: list[int], start_day: int, train_days: int,
+    delay_days: int, candidates: list[str], jobs: int,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Handbook-protocol metrics of each candidate on the fold ending at ``start_day``."""
+    vstart = start_day - train_days - delay_days
+    try:
+        sp = split(table, vstart, train_days, delay_days, train_days)
+    except InputError:
+        return {}
+    out = {}
+    for name in candidates:
+        est = fit(name, x[sp.train][:, cols], table.fraud[sp.train], jobs)
+        score = est.predict_proba(x[sp.test][:, cols])[:, 1]
+        out[name] = metrics(table, sp.test, score)
+    return out
+
+
+def choose(validation: dict[str, dict[str, float]], default: str) -> str:
+    if not validation:
+        return default
+    return max(
+        validation,
+        key=lambda n: (validation[n]["average_precision"], validation[n]["card_precision_at_100"]),
+    )
+
+
+def train(
+    table: TxTable,
+    x: F64,
+    *,
+    start_day: int,
+    train_days: int = 7,
+    delay_days: int = 7,
+    candidates: list[str] | None = None,
+    feature_set: str = "all",
+    config: FeatureConfig,
+    jobs: int = 1,
+) -> TrainResult:
+    """Select (when several candidates) and fit a model on the training period."""
+    names = FEATURE_SETS.get(feature_set)
+    if names is None:
+        raise ConfigError(f"feature set {feature_set!r} unknown (known: {', '.join(FEATURE_SETS)})")
+    cols = feature_index(list(names))
+    cands = candidates or ["rf"]
+    val = validate(table, x, cols, start_day, train_days, delay_days, cands, jobs)
+    chosen = choose(val, cands[0]) if len(cands) > 1 else cands[0]
+    train_mask = (table.day >= start_day) & (table.day < start_day + train_days)
+    xt = x[train_mask][:, cols]
+    yt = table.fraud[train_mask]
+    est = fit(chosen, xt, yt, jobs)
+    meta = {
+        "candidate": chosen,
+        "validation": val,
+        "train_rows": int(train_mask.sum()),
+        "train_frauds": int(yt.sum()),
+        "train_start_day": start_day,
+        "train_days": train_days,
+        "delay_days": delay_days,
+        "feature_set": feature_set,
+        "feature_schema_version": SCHEMA_VERSION,
+        "sklearn_version": sklearn.__version__,
+        "train_mean": [float(v) for v in xt.mean(axis=0)],
+        "train_std": [float(v) for v in xt.std(axis=0)],
+        "train_score_quantiles": [
+            float(v) for v in np.quantile(est.predict_proba(xt)[:, 1], np.linspace(0.0, 1.0, 11))
+        ],
+    }
+    model = compile_sklearn(est, tuple(names), config, meta)
+    return TrainResult(model=model, candidate=chosen, validation=val, train_rows=len(yt))
