@@ -250,6 +250,7 @@ def run_node(
         redirect_stdouts=False,
         override_logging=False,
     )
+    worker.spinner = None  # it writes terminal escapes to stdout, which belongs to the CLI
     node.app.fraudnet_worker = worker
     code = 0
     try:
