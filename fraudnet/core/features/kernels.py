@@ -208,6 +208,7 @@ def fold_many(
     br = t_rt_cnt.shape[1]
     bpd = round(_DAY / w)
     seen_terms = np.empty(ring_k + 1, dtype=np.uint64)
+    recent_amt = np.empty(ring_k + 1, dtype=np.float64)
     for j in range(start, order.shape[0]):
         i = order[j]
         cs = find_or_insert(c_tab_keys, c_tab_slot, c_keys, c_meta, card_key[i])
@@ -241,6 +242,8 @@ def fold_many(
         sum_7 = a
         seen_terms[0] = tk
         n_terms = 1
+        recent_amt[0] = a
+        n_recent = 1
         idx = pos
         # when full, the slot at ``pos`` is about to be overwritten: skip it
         m = n - 1 if n == ring_k else n
@@ -270,6 +273,9 @@ def fold_many(
             p_sum += x
             p_sq += x * x
             p_max = max(p_max, x)
+            if age < 14 * _DAY:
+                recent_amt[n_recent] = x
+                n_recent += 1
             if age < 7 * _DAY:
                 cnt_7 += 1
                 sum_7 += x
@@ -382,18 +388,25 @@ def fold_many(
             row[16] = 1.0
             row[17] = 0.0
             row[18] = 1.0
+        n_high = 0
+        if p_cnt > 0:
+            lim = 2.0 * p_sum / p_cnt
+            for k in range(n_recent):
+                if recent_amt[k] > lim:
+                    n_high += 1
         row[19] = min(t - prev_ts, _SINCE_CAP) if prev_ts > -math.inf else _SINCE_CAP
         row[20] = n_terms
         row[21] = rt_dist
         row[22] = rt_cnt
         row[23] = since_fraud / _DAY
+        row[24] = n_high
         # reserved network columns: neutral defaults until issue 4 fills them
-        row[24] = 0.0
         row[25] = 0.0
-        row[26] = _SINCE_CAP
-        row[27] = 0.0
+        row[26] = 0.0
+        row[27] = _SINCE_CAP
         row[28] = 0.0
-        row[29] = _SINCE_CAP
+        row[29] = 0.0
+        row[30] = _SINCE_CAP
     return int(order.shape[0])
 
 

@@ -1,6 +1,6 @@
 """Feature schema (names, order, reason codes) and window geometry.
 
-The schema is versioned. Version 1 has 30 columns in four groups:
+The schema is versioned. Version 1 has 31 columns in four groups:
 
 * ``handbook`` -- the 15 baseline features of the Fraud Detection Handbook
   (amount, weekend, night; card count/mean amount over 1/7/30 days including
@@ -10,7 +10,8 @@ The schema is versioned. Version 1 has 30 columns in four groups:
   history (ratio to mean, z-score, ratio to maximum), time since the card's
   previous transaction, distinct terminals per card and distinct cards per
   terminal over 24 h, terminal volume over 24 h, days since the terminal's
-  last *known* (delay-respecting) fraud.
+  last *known* (delay-respecting) fraud, and the card's recent count of
+  amounts above twice its usual level.
 * ``network`` -- reserved for issue 4 (network signals): per card and per
   terminal, distinct members flagging, maximum network score, seconds since
   the first network flag. The kernels write their neutral defaults today.
@@ -103,6 +104,10 @@ FEATURES: Final[tuple[FeatureSpec, ...]] = (
     FeatureSpec(
         "TERM_DAYS_SINCE_KNOWN_FRAUD", "analyst", "TERMINAL_RECENT_FRAUD",
         "days since the newest fraud known (delay-respecting) at the terminal (cap 45)",
+    ),
+    FeatureSpec(
+        "CARD_NB_HIGH_AMOUNT_14DAY", "analyst", "CARD_AMOUNT_VS_HISTORY",
+        "card tx in (t-14d, t] above twice the mean of its previous 30-day tx",
     ),
     FeatureSpec("NET_CARD_MEMBERS_FLAGGING", "network", "NETWORK_CARD_FLAGGED", "reserved"),
     FeatureSpec("NET_CARD_MAX_SCORE", "network", "NETWORK_CARD_FLAGGED", "reserved"),

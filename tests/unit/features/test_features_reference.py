@@ -50,10 +50,14 @@ def card_reference(ck, tk, ts, amt):
             r["CARD_AMOUNT_RATIO_30DAY"] = amt[i] / mean
             r["CARD_AMOUNT_ZSCORE_30DAY"] = (amt[i] - mean) / max(std, 1.0)
             r["CARD_AMOUNT_RATIO_MAX_30DAY"] = amt[i] / float(np.max(amt[p30]))
+            r["CARD_NB_HIGH_AMOUNT_14DAY"] = len(
+                [j for j in cur if t - ts[j] < 14 * DAY and amt[j] > 2 * mean]
+            )
         else:
             r["CARD_AMOUNT_RATIO_30DAY"] = 1.0
             r["CARD_AMOUNT_ZSCORE_30DAY"] = 0.0
             r["CARD_AMOUNT_RATIO_MAX_30DAY"] = 1.0
+            r["CARD_NB_HIGH_AMOUNT_14DAY"] = 0
         r["CARD_SECS_SINCE_PREV"] = min(t - ts[prev[-1]], 45 * DAY) if prev else 45 * DAY
         r["CARD_DISTINCT_TERMINALS_1DAY"] = len({int(tk[j]) for j in cur if t - ts[j] < DAY})
         rows.append(r)
@@ -71,7 +75,7 @@ def stream():
 
 
 def test_card_features_equal_batch_computation(stream) -> None:
-    ck, tk, ts, amt, lab, _cfg, x = stream
+    ck, tk, ts, amt, _lab, _cfg, x = stream
     ref = card_reference(ck, tk, ts, amt)
     for name in ref[0]:
         want = np.array([r[name] for r in ref])
