@@ -84,7 +84,7 @@ def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bo
         scorer.score_many(b)
         singles.append(time.perf_counter_ns() - t0)
         pos += 1
-    batches = []
+    batches: list[float] = []
     while pos + batch <= n and len(batches) < 50:
         b = _cols(table, pos, pos + batch)
         t0 = time.perf_counter_ns()

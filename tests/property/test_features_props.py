@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,7 +36,7 @@ def test_card_counts_exact_and_batching_irrelevant(evs, batches) -> None:
     st_ = FeatureState()
     cuts = np.linspace(0, len(ts), batches + 1).astype(int)
     many = np.vstack([st_.fold_arrays(ck[a:b], tk[a:b], ts[a:b], amt[a:b])
-                      for a, b in zip(cuts[:-1], cuts[1:], strict=True)])  # fmt: skip
+                      for a, b in itertools.pairwise(cuts)])  # fmt: skip
     np.testing.assert_array_equal(one, many)
     for i in range(len(ts)):
         same = (ck[: i + 1] == ck[i]) & (ts[: i + 1] > ts[i] - 7 * DAY)
