@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 S = 1_000_000
+_POLICY = VerdictPolicy(window_us=300 * S, grace_us=30 * S)
+_LINK = LinkModel(loss=0.02, duplicate=0.02, tail=0.01)
+_LIMITS = Limits(rate_per_s=5.0, burst=60.0)
 BEHAVIOURS = ("forge", "replay", "flood", "equivocate", "frame", "pile-on", "garbage")
 
 
@@ -75,18 +79,18 @@ class SimConfig:
     fraud_cards: int = 8
     genuine_cards: int = 16
     horizon_us: int = 900 * S
-    policy: VerdictPolicy = VerdictPolicy(window_us=300 * S, grace_us=30 * S)
+    policy: VerdictPolicy = _POLICY
     p_detect: float = 0.85
     detect_spread_us: int = 30 * S
     fpr: float = 0.15
     p_label: float = 0.5
-    link: LinkModel = LinkModel(loss=0.02, duplicate=0.02, tail=0.01)
+    link: LinkModel = _LINK
     partitions: tuple[Partition, ...] = ()
     byzantine: str = "mixed"  # "mixed" | "silent" | "honest" (no faulty members)
     flood_n: int = 120
     tick_us: int = 1 * S
     republish_us: int | None = None
-    limits: Limits = Limits(rate_per_s=5.0, burst=60.0)
+    limits: Limits = _LIMITS
     liveness_bound_us: int = 2 * S
 
     @property
@@ -261,9 +265,10 @@ class ByzantineNode:
             return [Broadcast(TOPIC_ATTESTATIONS, risk.to_wire())]
         clear = sign_attestation(self._att(entity, "clear", now_us, risk.body.seq), self.key)
         half = len(self.honest) // 2
-        return [Send(d, TOPIC_ATTESTATIONS, risk.to_wire()) for d in self.honest[:half]] + [
-            Send(d, TOPIC_ATTESTATIONS, clear.to_wire()) for d in self.honest[half:]
+        acts: list[Action] = [
+            Send(d, TOPIC_ATTESTATIONS, risk.to_wire()) for d in self.honest[:half]
         ]
+        return acts + [Send(d, TOPIC_ATTESTATIONS, clear.to_wire()) for d in self.honest[half:]]
 
     def start(self, now_us: int) -> list[Action]:
         h = self.cfg.horizon_us
@@ -296,11 +301,9 @@ class ByzantineNode:
             return self._frame(arg, now_us)
         if kind == "flood":
             n = self.cfg.flood_n
-            atts = [sign_attestation(self._att(self.rng.randbytes(32), "risk", now_us), self.key)]
-            atts += [atts[0]] * 0
-            atts += [
+            atts = [
                 sign_attestation(self._att(self.rng.randbytes(32), "risk", now_us), self.key)
-                for _ in range(n - 1)
+                for _ in range(n)
             ]
             return [Broadcast(TOPIC_ATTESTATIONS, sa.to_wire()) for sa in atts]
         if kind == "forge":  # claim honest members' names, or sign for another network
@@ -374,12 +377,16 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SeedResult:
         ))  # fmt: skip
     for c in cards:
         for m, t in c.flags:
-            net.schedule(t, m, lambda now, nd=nodes[m], e=c.entity: nd.flag(e, now))
+            net.schedule(t, m, partial(_flag, nodes[m], c.entity, True))
         for m, t in c.unflags:
-            net.schedule(t, m, lambda now, nd=nodes[m], e=c.entity: nd.unflag(e, now))
+            net.schedule(t, m, partial(_flag, nodes[m], c.entity, False))
     net.start()
     net.run_until(cfg.horizon_us)
     return _measure(seed, cfg, cards, nodes, net)
+
+
+def _flag(node: HonestNode, entity: bytes, risk: bool, now_us: int) -> list[Action]:
+    return node.flag(entity, now_us) if risk else node.unflag(entity, now_us)
 
 
 def _pick_behaviours(rng: random.Random) -> frozenset[str]:

@@ -155,13 +155,13 @@ class QuorumTracker:
         if b.window > self.policy.window_of(now_us) + 1:
             self.counters["future"] += 1
             raise ConsensusError("future", f"window {b.window} is too far ahead")
+        if b.member_id in self._proofs:
+            self.counters["equivocator"] += 1
+            raise ConsensusError("known", f"{b.member_id!r} is a proven equivocator")
         if prev is not None:  # same identity, different bytes: equivocation
             proof = attestation_equivocation(prev, sa)
             assert proof is not None
             return self._add_proof(proof, now_us)
-        if b.member_id in self._proofs:
-            self.counters["equivocator"] += 1
-            raise ConsensusError("known", f"{b.member_id!r} is a proven equivocator")
         pk = (b.member_id, b.entity_kind, b.entity, b.window)
         if (
             self._per_key[pk] >= self.limits.max_statements_per_key
