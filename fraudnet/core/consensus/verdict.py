@@ -169,13 +169,13 @@ def derive_verdict(
 ) -> Verdict:
     """The verdict on ``(entity_kind, entity)`` at ``now_us`` (rules 1-5 above).
 
-    Statements about other entities in ``attestations`` are ignored.
+    Statements about other entities only matter through rule 2 (an
+    equivocation on any entity excludes the member everywhere).
     """
     roster = chain.tip
-    mine = [
-        a for a in attestations if a.body.entity == entity and a.body.entity_kind == entity_kind
-    ]
-    banned = equivocators(mine, chain, proofs)
+    every = list(attestations)
+    banned = equivocators(every, chain, proofs)  # over the whole set: rule 2
+    mine = [a for a in every if a.body.entity == entity and a.body.entity_kind == entity_kind]
     latest: dict[tuple[int, str], SignedAttestation] = {}
     for a in mine:  # rule 1, 2, 3
         b = a.body

@@ -124,7 +124,7 @@ def test_certificate_round_trip_and_offline_checks(net: SimMembers) -> None:
     )
     with pytest.raises(ConsensusError, match="needs 3 members"):
         verify_certificate(short, net.chain)
-    m, raw, sig = cert.statements[0]
+    m, raw, _sig = cert.statements[0]
     bad = Certificate(cert.entity_kind, cert.entity, cert.window, "block", cert.roster_hash,
                       ((m, raw, bytes(64)), *cert.statements[1:]))  # fmt: skip
     with pytest.raises(ConsensusError, match="statement of"):
