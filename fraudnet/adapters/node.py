@@ -23,15 +23,21 @@ from typing import Any
 
 from mode import Service
 
+from fraudnet import __version__
 from fraudnet.config import Settings
+from fraudnet.core.audit.schema import decision_record, event_record
+from fraudnet.core.crypto import key_id, public_bytes
 from fraudnet.core.pipeline import NodeCore
+from fraudnet.core.records import Decision
 from fraudnet.core.scoring import BaselineScorer, Thresholds
 from fraudnet.core.scoring.base import Scorer
 from fraudnet.core.transaction import FieldMap, Normaliser
 
 from .http.api import HttpService, build_http_app
 from .metrics import NodeMetrics
-from .runtime import NodeRuntime
+from .runtime import NodeRuntime, now_us
+from .storage.audit_async import AsyncAuditLog
+from .storage.audit_log import open_audit_log
 from .storage.dedup import DedupStore
 from .storage.keys import load_api_token, load_local_secret, load_node_key
 from .stream.app import NodeApp, create_app
@@ -77,14 +83,23 @@ def configure_logging(level: str, fmt: str = "json", stream: Any = None) -> None
 def load_scorer(settings: Settings) -> Scorer:
     """The node's scorer: the deployed model, or the built-in baseline rules."""
     if settings.scoring.model:
-        from fraudnet.training.modelfile import load_scorer as load_model_scorer
+        from fraudnet.core.scoring.model_scorer import ModelScorer
+        from fraudnet.training.modelio import load_model
 
         path = Path(settings.scoring.model)
         if not path.is_absolute():
             path = settings.node_dir / path
-        scorer: Scorer = load_model_scorer(path)
-        return scorer
+        model, model_id = load_model(path)
+        return ModelScorer(model, model_id=model_id)
     return BaselineScorer()
+
+
+def config_digest(settings: Settings) -> str:
+    """SHA-256 of node.toml as loaded (recorded in the audit log at start)."""
+    import hashlib
+
+    p = settings.node_dir / "node.toml"
+    return hashlib.sha256(p.read_bytes() if p.exists() else b"").hexdigest()
 
 
 @dataclass
@@ -98,6 +113,8 @@ class Node:
     ingest: IngestService
     http: HttpService
     dedup: DedupStore
+    audit: AsyncAuditLog
+    actor: str
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -126,7 +143,8 @@ class Node:
 def build_node(settings: Settings) -> Node:
     """Load keys and state, start the embedded broker if configured, build everything."""
     node_dir = settings.node_dir
-    load_node_key(node_dir)  # fail early on a missing or exposed key
+    node_key = load_node_key(node_dir)
+    actor = f"node:{key_id(public_bytes(node_key))}"
     secret = load_local_secret(node_dir)
     token = load_api_token(node_dir)
     broker: EmbeddedBroker | None = None
@@ -153,6 +171,14 @@ def build_node(settings: Settings) -> Node:
     runtime = NodeRuntime(
         core, dedup, metrics, max_inflight_batches=settings.ingest.max_inflight_batches
     )
+    network_id = str(settings.extra.get("p2p", {}).get("network_id", "fraudnet"))
+    audit = AsyncAuditLog(open_audit_log(node_dir / "audit", node_key, network_id=network_id))
+
+    async def audit_decisions(decisions: Sequence[Decision], path: str) -> None:
+        origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"
+        await audit.append_durable(decision_record(d, actor=actor, origin=origin) for d in decisions)
+
+    runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)
     names = app.fraudnet_topics
     ingest = IngestService(
@@ -181,7 +207,9 @@ def build_node(settings: Settings) -> Node:
     )
     tls = (settings.api.tls_cert, settings.api.tls_key) if settings.api.tls_cert else None
     http = HttpService(http_app, settings.api.listen, tls=tls)
-    return Node(settings, broker, bootstrap, core, runtime, app, ingest, http, dedup)
+    return Node(
+        settings, broker, bootstrap, core, runtime, app, ingest, http, dedup, audit, actor
+    )
 
 
 class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
@@ -207,6 +235,20 @@ class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
             " (embedded)" if ep["embedded_broker"] else "",
             extra={"fields": {"event": "node_start", **ep}},
         )
+        await node.audit.append_durable(
+            [
+                event_record(
+                    "node_start", at_us=now_us(), actor=node.actor, action="start",
+                    resource=f"node:{node.settings.node.name}",
+                    details={
+                        "api": str(ep["api"]), "broker": str(ep["broker"]),
+                        "model_id": node.core.scorer.model_id,
+                        "config_sha256": config_digest(node.settings),
+                        "version": __version__,
+                    },
+                )
+            ]
+        )  # fmt: skip
         if self.on_ready is not None:
             self.on_ready(node)
 
@@ -220,6 +262,19 @@ async def _drain_before_stop(node: Node) -> None:
         log.error("drain on stop failed: %r", e)
     counters = node.core.counters.as_dict()
     log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
+    try:
+        await node.audit.append_durable(
+            [
+                event_record(
+                    "node_stop", at_us=now_us(), actor=node.actor, action="stop",
+                    resource=f"node:{node.settings.node.name}",
+                    details={k: v for k, v in counters.items() if k != "outcomes"},
+                )
+            ]
+        )  # fmt: skip
+        await node.audit.aclose()
+    except Exception as e:  # noqa: BLE001
+        log.error("closing the audit log failed: %r", e)
 
 
 def run_node(
@@ -252,6 +307,12 @@ def run_node(
     )
     worker.spinner = None  # it writes terminal escapes to stdout, which belongs to the CLI
     node.app.fraudnet_worker = worker
+
+    def fatal(exc: BaseException) -> None:
+        worker._fraudnet_fatal = exc
+        asyncio.ensure_future(worker.stop())
+
+    node.runtime.on_fatal = fatal
     code = 0
     try:
         worker.execute_from_commandline()
@@ -265,4 +326,6 @@ def run_node(
             asyncio.get_event_loop_policy().set_event_loop(asyncio.new_event_loop())
         except Exception:  # noqa: BLE001
             pass
+    if getattr(worker, "_fraudnet_fatal", None) is not None:
+        code = 6
     return code

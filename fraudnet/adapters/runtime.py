@@ -45,7 +45,9 @@ __all__ = ["BatchResult", "DecideResult", "NodeRuntime", "OutputTopics", "now_us
 
 log = logging.getLogger("fraudnet.node")
 
-DecisionHook = Callable[[Sequence[Decision]], Awaitable[None]]
+#: called with (decisions, path) after scoring and before anything is acknowledged;
+#: e.g. the audit log's durable append. An exception aborts the acknowledgement.
+DecisionHook = Callable[[Sequence[Decision], str], Awaitable[None]]
 
 
 def now_us() -> int:
@@ -101,6 +103,11 @@ class NodeRuntime:
         self._api_arrivals: list[int] = []
         self._api_flush: asyncio.Task[None] | None = None
         self.batches_decided = 0
+        self._pending: set[str] = set()
+        self._tail: asyncio.Future[None] | None = None
+        self._fatal = False
+        #: called (once per failure) when the node must stop: a durable write failed
+        self.on_fatal: Callable[[BaseException], None] | None = None
 
     # -- wiring ---------------------------------------------------------------
     def attach(self, topics: OutputTopics) -> None:
@@ -190,7 +197,14 @@ class NodeRuntime:
 
     # -- stream decision path (the Faust agent) ----------------------------------
     async def on_tx_batch(self, value: bytes) -> None:
-        """Decide one internal batch message. Never raises on bad data."""
+        """Decide one internal batch message. Never raises on bad data.
+
+        Scoring happens here, in arrival order; making the decisions durable
+        (audit log fsync, de-dup store) and acknowledging them (decisions
+        topic, HTTP waiters, capacity) happens in :meth:`_complete`, chained
+        in the same order, so the agent goes on to the next batch while the
+        audit log's group commit batches many of them into one fsync.
+        """
         now = self.clock()
         try:
             records, arrivals, batch_id = decode_tx_batch(value)
@@ -200,24 +214,23 @@ class NodeRuntime:
                 _as_tx_error(e, "tx-batch"), payload=repr(value[:200]), now_us=now
             )
             await self.publish_dead_letters([dl])
-            return
-        try:
-            decisions, dups = self._decide_fresh(records, arrivals, now)
-            if decisions:
-                await self._emit(decisions, path="stream")
-            self.metrics.batch_size.observe(len(records))
-            self.batches_decided += 1
-        finally:
             self._release_one()
-        fut = self._waiters.pop(batch_id, None) if batch_id else None
-        if fut is not None and not fut.done():
-            fut.set_result(BatchResult(decided=len(decisions), duplicates=dups))
+            return
+        decisions, fresh, dups = self._decide_begin(records, arrivals, now)
+        self.metrics.batch_size.observe(len(records))
+        prev = self._tail
+        self._tail = asyncio.ensure_future(
+            self._complete(prev, decisions, fresh, dups, batch_id, "stream")
+        )
 
-    def _decide_fresh(
+    def _decide_begin(
         self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int
-    ) -> tuple[list[Decision], int]:
+    ) -> tuple[list[Decision], list[TxRecord], int]:
+        """De-duplicate and decide (no await). Decided ids stay in ``_pending``
+        until :meth:`_complete` has recorded them, so the API path and the
+        stream path can never decide the same id twice concurrently."""
         ids = [r.tx_id for r in records]
-        seen = self.dedup.seen_many(ids)
+        seen = self.dedup.seen_many(ids) | (self._pending.intersection(ids))
         fresh: list[TxRecord] = []
         fresh_arr: list[int] = []
         for r, a in zip(records, arrivals, strict=True):
@@ -231,23 +244,60 @@ class NodeRuntime:
             self.core.note_duplicates(dups)
             self.metrics.duplicates.inc(dups)
         decisions = self.core.decide_many(fresh, fresh_arr, now)
-        self._record(decisions, fresh)
-        return decisions, dups
+        self._pending.update(d.tx_id for d in decisions)
+        return decisions, fresh, dups
+
+    async def _make_durable(
+        self, decisions: Sequence[Decision], fresh: Sequence[TxRecord], path: str
+    ) -> None:
+        try:
+            if decisions:
+                for hook in self.decision_hooks:
+                    await hook(decisions, path)
+                self._record(decisions, fresh)
+        finally:
+            self._pending.difference_update(d.tx_id for d in decisions)
+        for d in decisions:
+            self.metrics.decisions.labels(outcome=d.outcome, path=path).inc()
+            self.metrics.latency.labels(path=path).observe(d.latency_us / 1e6)
+
+    async def _complete(
+        self,
+        prev: asyncio.Future[None] | None,
+        decisions: list[Decision],
+        fresh: list[TxRecord],
+        dups: int,
+        batch_id: str,
+        path: str,
+    ) -> None:
+        fut = self._waiters.pop(batch_id, None) if batch_id else None
+        try:
+            if prev is not None:
+                await prev
+            await self._make_durable(decisions, fresh, path)
+            if decisions:
+                await self.topics.send_decisions(encode_decisions(decisions))
+            self.batches_decided += 1
+        except Exception as e:
+            # The audit log or the de-dup store failed: nothing of this batch was
+            # acknowledged. Fail-stop rather than decide without a durable record.
+            log.critical("cannot record decisions durably; stopping the node: %r", e)
+            if fut is not None and not fut.done():
+                fut.set_exception(e)
+            if self.on_fatal is not None and not self._fatal:
+                self._fatal = True
+                self.on_fatal(e)
+            return
+        finally:
+            self._release_one()
+        if fut is not None and not fut.done():
+            fut.set_result(BatchResult(decided=len(decisions), duplicates=dups))
 
     def _record(self, decisions: Sequence[Decision], records: Sequence[TxRecord]) -> None:
         self.dedup.add_many(
             (d.tx_id, d.outcome, d.score, d.decided_at_us, r.ts_us, r.card_ref, r.terminal_ref)
             for d, r in zip(decisions, records, strict=True)
         )
-
-    async def _emit(self, decisions: Sequence[Decision], *, path: str) -> None:
-        for d in decisions:
-            self.metrics.decisions.labels(outcome=d.outcome, path=path).inc()
-            self.metrics.latency.labels(path=path).observe(d.latency_us / 1e6)
-        for hook in self.decision_hooks:
-            await hook(decisions)
-        if path == "stream":
-            await self.topics.send_decisions(encode_decisions(decisions))
 
     # -- synchronous decision path (POST /v1/decide) -----------------------------
     async def decide_now(self, raw: Mapping[str, Any], *, source: str, arrival: int) -> DecideResult:
@@ -264,9 +314,10 @@ class NodeRuntime:
             self.core.note_duplicates(1)
             self.metrics.duplicates.inc()
             return DecideResult(decision=None, duplicate_of=prior)
-        decisions = self.core.decide_many([adm], [arrival], self.clock())
-        self._record(decisions, [adm])
-        await self._emit(decisions, path="api")
+        decisions, fresh, dups = self._decide_begin([adm], [arrival], self.clock())
+        if dups:  # being decided concurrently through the stream path
+            return DecideResult(decision=None, duplicate_of=self.dedup.get(adm.tx_id))
+        await self._make_durable(decisions, fresh, "api")
         self._api_decisions.extend(decisions)
         self._api_txs.append(adm)
         self._api_arrivals.append(arrival)

@@ -12,6 +12,7 @@ import click
 
 #: benchmark name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {
+    "hop": ("fraudnet.bench.hop", "Latency floor of one broker hop on the embedded broker."),
     "gossip": ("fraudnet.bench.gossip", "Signal latency and loss across N node processes."),
     "audit": ("fraudnet.bench.audit", "Audit log: group-commit appends/s and verify time."),
     "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),

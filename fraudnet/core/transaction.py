@@ -331,6 +331,11 @@ def parse_record(
     fm = fields
     tx_id = _ident(rec.get(fm.tx_id), fm.tx_id, required=True)
     assert tx_id is not None
+    if looks_like_pan(tx_id):
+        # ids are written to topics and the audit log in clear: never a card number
+        raise TransactionError(
+            "looks like a card number (12-19 digits passing Luhn); use another id", field=fm.tx_id
+        )
     ts_us = _timestamp(rec.get(fm.timestamp), fm.timestamp)
     card = _card(rec.get(fm.card), fm.card)
     terminal = _ident(rec.get(fm.terminal_id), fm.terminal_id, required=True)

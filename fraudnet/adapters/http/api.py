@@ -130,6 +130,10 @@ def build_http_app(
         if res.dead_letter is not None:
             dl = res.dead_letter
             return _error(400, dl.reason, field=dl.field)
+        if res.decision is None and res.duplicate_of is None:
+            resp = _error(409, "this transaction id is being decided right now; retry")
+            resp.headers["Retry-After"] = "1"
+            return resp
         if res.duplicate_of is not None:
             outcome, score, decided_at = res.duplicate_of
             return web.json_response(

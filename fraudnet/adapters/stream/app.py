@@ -96,6 +96,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         f"fraudnet-{settings.node.name}",
         broker=",".join(f"kafka://{b}" for b in bootstrap.split(",")),
         store="memory://",
+        datadir=str(settings.node_dir / "state" / "faust"),
         # The embedded broker cannot create topics (its controller id is no
         # broker); it auto-creates them with 4 partitions. A real cluster can.
         topic_allow_declare=not settings.embedded_broker,
