@@ -45,6 +45,9 @@ __all__ = ["BatchResult", "DecideResult", "NodeRuntime", "OutputTopics", "now_us
 
 log = logging.getLogger("fraudnet.node")
 
+#: label kind -> label value (1 = fraud, 0 = retraction of a fraud label)
+LABEL_VALUES = {"fraud": 1, "chargeback": 1, "false_positive": 0, "genuine": 0}
+
 #: called with (decisions, path) after scoring and before anything is acknowledged;
 #: e.g. the audit log's durable append. An exception aborts the acknowledgement.
 DecisionHook = Callable[[Sequence[Decision], str], Awaitable[None]]
@@ -298,6 +301,39 @@ class NodeRuntime:
             (d.tx_id, d.outcome, d.score, d.decided_at_us, r.ts_us, r.card_ref, r.terminal_ref)
             for d, r in zip(decisions, records, strict=True)
         )
+
+    # -- labels -------------------------------------------------------------------
+    def on_label(self, value: bytes) -> None:
+        """Apply one label event (JSON ``{tx_id, kind, event_time_us}``). Never raises.
+
+        The transaction is looked up in the de-dup store (which keeps its event
+        time and entity references); a scorer with ``apply_labels`` folds it into
+        label-based features, which use it only once it is older than the label
+        delay. ``fraud`` and ``chargeback`` mark fraud, ``false_positive`` and
+        ``genuine`` retract it.
+        """
+        try:
+            obj = json.loads(value)
+            kind = str(obj["kind"])
+            tx_id = str(obj["tx_id"])
+        except (ValueError, KeyError, TypeError):
+            self.metrics.labels.labels(kind="invalid").inc()
+            return
+        entity = self.dedup.lookup_entity(tx_id)
+        if entity is None or kind not in LABEL_VALUES:
+            self.metrics.labels.labels(kind="unknown_tx" if entity is None else "invalid").inc()
+            return
+        ts_us, _card_ref, terminal_ref = entity
+        apply = getattr(self.core.scorer, "apply_labels", None)
+        if apply is not None:
+            import numpy as np
+
+            apply(
+                np.array([key64(terminal_ref)], dtype=np.uint64),
+                np.array([ts_us / 1e6], dtype=np.float64),
+                np.array([LABEL_VALUES[kind]], dtype=np.int8),
+            )
+        self.metrics.labels.labels(kind=kind).inc()
 
     # -- synchronous decision path (POST /v1/decide) -----------------------------
     async def decide_now(self, raw: Mapping[str, Any], *, source: str, arrival: int) -> DecideResult:

@@ -141,3 +141,22 @@ def test_bad_config_is_one_line_with_exit_code(tmp_path: Path) -> None:
     (d / "node.key").chmod(0o644)
     p = run_cli("node", "run", str(d), check=False)
     assert p.returncode == 7 and "too open" in p.stderr
+
+
+def test_label_reaches_the_scorer(node: Any) -> None:
+    """A label for a decided transaction is applied (counted by kind), an unknown one is not."""
+    auth = {"Authorization": f"Bearer {node['token']}"}
+    tx = {"tx_id": "lab-1", "timestamp": "2024-05-01T10:00:00Z", "card": "card-lab",
+          "terminal_id": "T7", "amount": "10.00"}  # fmt: skip
+    assert requests.post(f"{node['api']}/v1/decide", json=tx, headers=auth, timeout=5).status_code == 200
+    for tx_id in ("lab-1", "no-such-tx"):
+        r = requests.post(f"{node['api']}/v1/labels", json={"tx_id": tx_id, "kind": "chargeback"},
+                          headers=auth, timeout=5)  # fmt: skip
+        assert r.status_code == 200
+
+    def counted() -> bool:
+        m = requests.get(f"{node['api']}/metrics", timeout=5).text
+        return ('fraudnet_labels_total{kind="chargeback"} 1.0' in m
+                and 'fraudnet_labels_total{kind="unknown_tx"} 1.0' in m)  # fmt: skip
+
+    wait_for(counted, 30, "labels to be applied")
