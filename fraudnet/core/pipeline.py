@@ -20,9 +20,10 @@ decision (they get no second decision; the first one stands).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,13 @@ from fraudnet.errors import TransactionError
 
 from .records import Decision, TxRecord, columns, to_record
 from .scoring.base import Scorer, Thresholds
-from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, parse_record
+from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, Transaction, parse_record
 
-__all__ = ["Counters", "DeadLetter", "NodeCore", "scrub"]
+__all__ = ["Counters", "DeadLetter", "NetworkRefs", "NodeCore", "scrub"]
+
+#: (transaction, now_us) -> ((key epoch, card pseudonym, terminal pseudonym), ...) for
+#: every network key epoch currently accepted (see fraudnet.core.signals.keyring)
+NetworkRefs = Callable[[Transaction, int], tuple[tuple[int, bytes, bytes], ...]]
 
 _PAN_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
 MAX_DEADLETTER_PAYLOAD = 2048
@@ -101,8 +106,11 @@ class NodeCore:
         thresholds: Thresholds | None = None,
         fields: FieldMap = DEFAULT_FIELDS,
         normaliser: Normaliser | None = None,
+        network_refs: NetworkRefs | None = None,
     ) -> None:
         self.scorer = scorer
+        #: computes network pseudonyms at ingest, while the raw identifiers exist
+        self.network_refs = network_refs
         self.thresholds = thresholds or Thresholds()
         self.fields = fields
         self.normaliser = normaliser or Normaliser()
@@ -126,7 +134,10 @@ class NodeCore:
             return self.dead_letter(
                 e.located(source, location), payload=payload or repr(raw), now_us=now_us
             )
-        return to_record(tx, self._secret)
+        rec = to_record(tx, self._secret)
+        if self.network_refs is not None:
+            rec = dataclasses.replace(rec, net_refs=self.network_refs(tx, now_us))
+        return rec
 
     def dead_letter(self, err: TransactionError, *, payload: str, now_us: int) -> DeadLetter:
         """Build (and count) the dead-letter record for a received, undecidable record."""
