@@ -97,6 +97,9 @@ class NodeRuntime:
         self.clock = clock
         self.max_inflight_batches = max_inflight_batches
         self.decision_hooks: list[DecisionHook] = []
+        #: called with (decisions, their records) once decisions are durable; must not
+        #: block (e.g. the network bridge offers risk signals from them)
+        self.decided_hooks: list[Callable[[Sequence[Decision], Sequence[TxRecord]], None]] = []
         self._topics: OutputTopics | None = None
         self._waiters: dict[str, asyncio.Future[BatchResult]] = {}
         self._inflight = 0
@@ -263,6 +266,11 @@ class NodeRuntime:
         for d in decisions:
             self.metrics.decisions.labels(outcome=d.outcome, path=path).inc()
             self.metrics.latency.labels(path=path).observe(d.latency_us / 1e6)
+        for after in self.decided_hooks:
+            try:
+                after(decisions, fresh)
+            except Exception:  # a bug in a consumer of decisions must not lose them
+                log.exception("decided hook failed")
 
     async def _complete(
         self,
