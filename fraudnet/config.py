@@ -38,7 +38,7 @@ __all__ = [
 
 CONFIG_FILE = "node.toml"
 #: sections owned by other modules, passed through unvalidated here
-EXTERNAL_SECTIONS = ("p2p", "policy", "audit", "consensus")
+EXTERNAL_SECTIONS = ("p2p", "signals", "policy", "audit", "consensus")
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,44 @@ def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60) -
         raise AssertionError(f"timed out reading {topic}: {len(values)} messages")
     finally:
         c.close()
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def init_network(root: Path, n: int, *, network_id: str = "testnet", threshold: float = 0.8) -> list[Path]:
+    """Create ``n`` node directories that form one network on 127.0.0.(10+i).
+
+    Each node gets its own key; the members table lists every node's public
+    key; all share one network key file (0600); each lists the others as peers.
+    """
+    import secrets
+
+    from fraudnet.adapters.p2p.host import peer_id_of
+    from fraudnet.adapters.storage.keys import create_secret_file, load_node_key
+    from fraudnet.core import crypto
+
+    dirs = [root / f"member-{i}" for i in range(n)]
+    for d in dirs:
+        run_cli("node", "init", str(d), "--member", d.name)
+    pubs = [crypto.public_bytes(load_node_key(d)) for d in dirs]
+    hosts = [f"127.0.0.{10 + i}" for i in range(n)]
+    addrs = [f"/ip4/{h}/tcp/{free_port(h)}" for h in hosts]
+    pids = [peer_id_of(p).to_base58() for p in pubs]
+    netkey = f"0 0 {secrets.token_hex(32)}\n".encode()
+    members = "\n".join(f'"{d.name}" = "{p.hex()}"' for d, p in zip(dirs, pubs, strict=True))
+    for i, d in enumerate(dirs):
+        create_secret_file(d / "network.key", netkey)
+        peers = ", ".join(f'"{addrs[j]}/p2p/{pids[j]}"' for j in range(n) if j != i)
+        with (d / "node.toml").open("a") as f:
+            f.write(
+                f'\n[p2p]\nlisten = "{addrs[i]}"\nnetwork_id = "{network_id}"\n'
+                f'network_key_file = "network.key"\npeers = [{peers}]\nheartbeat_ms = 300\n'
+                f"\n[p2p.members]\n{members}\n\n[signals]\nthreshold = {threshold}\n"
+            )
+    return dirs

@@ -11,6 +11,7 @@ Threads and loops of a node process (see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -115,11 +116,12 @@ class Node:
     dedup: DedupStore
     audit: AsyncAuditLog
     actor: str
+    network: Any = None  # NetworkBridge when [p2p] is configured
     started_at: float = field(default_factory=time.time)
 
     @property
     def services(self) -> list[Service]:
-        return [self.ingest, self.http]
+        return [self.ingest, self.http] + ([self.network] if self.network is not None else [])
 
     def endpoints(self) -> dict[str, Any]:
         t = self.app.fraudnet_topics
@@ -129,6 +131,7 @@ class Node:
             "api": self.http.url,
             "broker": self.bootstrap,
             "embedded_broker": self.broker is not None,
+            "p2p": self.network.address if self.network is not None else "",
             "topics": {
                 "tx_in": t.tx_in,
                 "tx_batch": t.tx_batch,
@@ -207,9 +210,45 @@ def build_node(settings: Settings) -> Node:
     )
     tls = (settings.api.tls_cert, settings.api.tls_key) if settings.api.tls_cert else None
     http = HttpService(http_app, settings.api.listen, tls=tls)
-    return Node(
-        settings, broker, bootstrap, core, runtime, app, ingest, http, dedup, audit, actor
-    )
+    node = Node(settings, broker, bootstrap, core, runtime, app, ingest, http, dedup, audit, actor)
+    if "p2p" in settings.extra:
+        node.network = _build_network(settings, node_key, runtime, audit, actor)
+        core.network_refs = node.network.network_refs
+    return node
+
+
+def _build_network(
+    settings: Settings,
+    node_key: Any,
+    runtime: NodeRuntime,
+    audit: AsyncAuditLog,
+    actor: str,
+) -> Any:
+    from fraudnet.core.signals.policy import SignalPolicy
+    from fraudnet.errors import ConfigError
+
+    from .network import NetworkBridge
+    from .p2p.files import load_network_keyring
+    from .p2p.settings import P2PSettings
+
+    where = str(settings.node_dir / "node.toml")
+    p2p = P2PSettings.from_mapping(settings.extra["p2p"], where, base_dir=settings.node_dir)
+    if p2p.state_dir is None:
+        p2p = dataclasses.replace(p2p, state_dir=settings.node_dir / "state" / "p2p")
+    keyring = load_network_keyring(p2p.network_key_file, p2p.key_grace_s)
+    sig = dict(settings.extra.get("signals", {}))
+    unknown = sorted(set(sig) - {"threshold", "budget", "cooldown_s"})
+    if unknown:
+        raise ConfigError(f"{where}: [signals] unknown key(s) {unknown}")
+    try:
+        policy = SignalPolicy(
+            threshold=float(sig.get("threshold", 0.8)),
+            budget=float(sig.get("budget", 0.05)),
+            cooldown_us=int(float(sig.get("cooldown_s", 3600)) * 1_000_000),
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: [signals] {e}") from None
+    return NetworkBridge(p2p, node_key, keyring, runtime, audit, actor, policy=policy)
 
 
 class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
