@@ -19,8 +19,9 @@ import click
 @click.option("--partition", type=click.Choice(["terminal", "customer"]), default="terminal",
               show_default=True)  # fmt: skip
 @click.option(
-    "--model", "model_names", default="rf_leaf20", show_default=True,
-    help="candidate(s), comma-separated, or 'auto'; several = chosen by validation",
+    "--model", "model_names", default="auto", show_default=True,
+    help="candidate(s), comma-separated, or 'auto' (all of AUTO); several = chosen by "
+    "validation folds before the training period (never by test results)",
 )  # fmt: skip
 @click.option("--features", "feature_set", default="all", show_default=True,
               help="'all' or 'handbook' (the 15 baseline features)")  # fmt: skip
@@ -36,11 +37,11 @@ def cli(
     from fraudnet.training.data import load_csv
     from fraudnet.training.evaluate import evaluate
     from fraudnet.training.protocol import day_of
-    from fraudnet.training.train import CANDIDATES
+    from fraudnet.training.train import AUTO
 
     if not (1 <= train_days <= 90 and 0 <= delay_days <= 60 and 1 <= test_days <= 90):
         raise ConfigError("--train-days 1..90, --delay-days 0..60, --test-days 1..90")
-    cands = list(CANDIDATES) if model_names == "auto" else model_names.split(",")
+    cands = list(AUTO) if model_names == "auto" else model_names.split(",")
     start = day_of(train_start)
     table = load_csv(data_path)
     res = evaluate(

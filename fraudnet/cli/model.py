@@ -40,11 +40,11 @@ def train_cmd(
     from fraudnet.training.data import load_csv
     from fraudnet.training.modelio import save_model
     from fraudnet.training.protocol import day_of
-    from fraudnet.training.train import CANDIDATES, replay_features, train
+    from fraudnet.training.train import AUTO, replay_features, train
 
     if not 1 <= train_days <= 90 or not 0 <= delay_days <= 60:
         raise ConfigError("--train-days must be 1..90 and --delay-days 0..60")
-    cands = list(CANDIDATES) if model_names == "auto" else model_names.split(",")
+    cands = list(AUTO) if model_names == "auto" else model_names.split(",")
     config = FeatureConfig(delay_days=float(delay_days))
     table = load_csv(data_path)
     x = replay_features(table, config)

@@ -1,7 +1,9 @@
 """Convert fitted scikit-learn models into :class:`CompiledModel` arrays.
 
 Supported: ``RandomForestClassifier`` / ``ExtraTreesClassifier`` (binary,
-mean of tree probabilities), ``LogisticRegression`` (binary) optionally
+mean of tree probabilities), ``HistGradientBoostingClassifier`` (binary,
+numeric features, no missing values in training -- the node never produces
+NaN features), ``LogisticRegression`` (binary) optionally
 behind a ``StandardScaler`` in a ``Pipeline``. Anything else is a
 :class:`~fraudnet.errors.ModelError`.
 """
@@ -11,7 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -50,6 +56,32 @@ def _forest(est: Any) -> dict[str, np.ndarray[Any, Any]]:
     }  # fmt: skip
 
 
+def _hgb(est: Any) -> dict[str, np.ndarray[Any, Any]]:
+    if getattr(est, "n_trees_per_iteration_", 1) != 1:
+        raise ModelError("model: only binary gradient boosting can be compiled")
+    if getattr(est, "is_categorical_", None) is not None and np.any(est.is_categorical_):
+        raise ModelError("model: categorical gradient-boosting splits are not supported")
+    feats, thr, left, right, val, roots = [], [], [], [], [], []
+    offset = 0
+    for (pred,) in est._predictors:
+        nodes = pred.nodes
+        n = nodes.shape[0]
+        leaf = nodes["is_leaf"].astype(bool)
+        feats.append(np.where(leaf, -1, nodes["feature_idx"]).astype(np.int32))
+        thr.append(np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64))
+        left.append(np.where(leaf, -1, nodes["left"].astype(np.int64) + offset).astype(np.int32))
+        right.append(np.where(leaf, -1, nodes["right"].astype(np.int64) + offset).astype(np.int32))
+        val.append(nodes["value"].astype(np.float64))
+        roots.append(offset)
+        offset += n
+    return {
+        "feature": np.concatenate(feats), "threshold": np.concatenate(thr),
+        "left": np.concatenate(left), "right": np.concatenate(right),
+        "value": np.concatenate(val), "roots": np.asarray(roots, dtype=np.int32),
+        "baseline": np.asarray(est._baseline_prediction, dtype=np.float64).reshape(1),
+    }  # fmt: skip
+
+
 def compile_sklearn(
     est: Any,
     feature_names: tuple[str, ...],
@@ -74,6 +106,11 @@ def compile_sklearn(
             raise ModelError("model: tree ensembles are compiled without a scaler")
         arrays = _forest(est)
         kind = "forest"
+    elif isinstance(est, HistGradientBoostingClassifier):
+        if scaler is not None:
+            raise ModelError("model: tree ensembles are compiled without a scaler")
+        arrays = _hgb(est)
+        kind = "gbm"
     elif isinstance(est, LogisticRegression):
         mean = np.zeros(nf) if scaler is None else np.asarray(scaler.mean_, dtype=np.float64)
         scale = np.ones(nf) if scaler is None else np.asarray(scaler.scale_, dtype=np.float64)

@@ -6,12 +6,16 @@ is no separate batch path and no look-ahead: a transaction's row is
 computed when it is folded, from earlier events and labels at least
 ``delay`` old.
 
-Model selection without look-ahead (one prequential fold of the handbook):
-each candidate is fitted on the ``train_days`` that end ``train_days +
-delay_days`` before the training period and evaluated, with the handbook
-protocol, on the training period itself -- whose labels are all known when
-the model is deployed. The winner (highest average precision, then CP@100)
-is refitted on the training period.
+Model selection without look-ahead (prequential folds, as the handbook
+does): fold ``k`` (``k = 0 .. folds-1``) fits each candidate on the
+``train_days`` that start ``(k + 1) * train_days + delay_days`` days before
+the training period and evaluates it with the handbook protocol (same
+delay, ``train_days`` of test) on the ``train_days`` that start ``k *
+train_days`` days before it -- fold 0 tests on the training period itself,
+whose labels are all known when the model is deployed. Folds that fall
+before the start of the data are skipped. The candidate with the highest
+mean average precision over the folds (then CP@100) is refitted on the
+training period. Test-period labels are never read.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import sklearn
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -43,7 +51,10 @@ from .convert import compile_sklearn
 from .data import TxTable
 from .protocol import metrics, split
 
-__all__ = ["CANDIDATES", "FEATURE_SETS", "TrainResult", "fit", "replay_features", "train"]
+__all__ = [
+    "AUTO", "CANDIDATES", "FEATURE_SETS", "FOLDS", "TrainResult", "choose", "fit",
+    "replay_features", "train", "validate",
+]  # fmt: skip
 
 F64 = npt.NDArray[np.float64]
 
@@ -66,6 +77,22 @@ CANDIDATES: Final[dict[str, Callable[[int], Any]]] = {
         n_estimators=100, random_state=0, n_jobs=jobs, min_samples_leaf=3
     ),
 }
+
+
+def _hgb(**kw: Any) -> Callable[[int], Any]:
+    return lambda jobs: HistGradientBoostingClassifier(
+        early_stopping=False, random_state=0, l2_regularization=1.0, **kw
+    )
+
+
+CANDIDATES.update(
+    hgb=_hgb(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50),
+    hgb_deep=_hgb(max_iter=300, learning_rate=0.03, max_leaf_nodes=31, min_samples_leaf=20),
+)
+#: what ``--model auto`` compares (selection by validation folds only)
+AUTO: Final = ("logreg", "rf", "rf_leaf5", "rf_leaf20", "extra_trees", "hgb", "hgb_deep")
+#: validation folds used by default
+FOLDS: Final = 2
 FEATURE_SETS: Final = {
     "handbook": default_model_features(("handbook",)),
     "all": default_model_features(("handbook", "analyst")),
@@ -105,19 +132,31 @@ class TrainResult:
 
 def validate(
     table: TxTable, x: F64, cols: list[int], start_day: int, train_days: int,
-    delay_days: int, candidates: list[str], jobs: int,
+    delay_days: int, candidates: list[str], jobs: int, folds: int = FOLDS,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Handbook-protocol metrics of each candidate on the fold ending at ``start_day``."""
-    vstart = start_day - train_days - delay_days
-    try:
-        sp = split(table, vstart, train_days, delay_days, train_days)
-    except InputError:
-        return {}
-    out = {}
-    for name in candidates:
-        est = fit(name, x[sp.train][:, cols], table.fraud[sp.train], jobs)
-        score = est.predict_proba(x[sp.test][:, cols])[:, 1]
-        out[name] = metrics(table, sp.test, score)
+    """Mean handbook-protocol metrics of each candidate over the validation folds
+    (see module docstring); ``{}`` when no fold fits in the data."""
+    sums: dict[str, dict[str, float]] = {}
+    used = 0
+    for k in range(folds):
+        vstart = start_day - (k + 1) * train_days - delay_days
+        try:
+            sp = split(table, vstart, train_days, delay_days, train_days)
+        except InputError:
+            continue
+        if len(np.unique(table.fraud[sp.train])) < 2 or len(np.unique(table.fraud[sp.test])) < 2:
+            continue
+        used += 1
+        for name in candidates:
+            est = fit(name, x[sp.train][:, cols], table.fraud[sp.train], jobs)
+            score = est.predict_proba(x[sp.test][:, cols])[:, 1]
+            m = metrics(table, sp.test, score)
+            acc = sums.setdefault(name, {})
+            for key, v in m.items():
+                acc[key] = acc.get(key, 0.0) + v
+    out = {n: {k: v / used for k, v in m.items()} for n, m in sums.items()}
+    for m in out.values():
+        m["folds"] = float(used)
     return out
 
 
@@ -148,7 +187,11 @@ def train(
         raise ConfigError(f"feature set {feature_set!r} unknown (known: {', '.join(FEATURE_SETS)})")
     cols = feature_index(list(names))
     cands = candidates or ["rf"]
-    val = validate(table, x, cols, start_day, train_days, delay_days, cands, jobs)
+    val = (
+        validate(table, x, cols, start_day, train_days, delay_days, cands, jobs)
+        if len(cands) > 1
+        else {}
+    )
     chosen = choose(val, cands[0]) if len(cands) > 1 else cands[0]
     train_mask = (table.day >= start_day) & (table.day < start_day + train_days)
     xt = x[train_mask][:, cols]

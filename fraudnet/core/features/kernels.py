@@ -6,27 +6,39 @@ pure-Python twin is ``kernel.py_func`` (parity-tested), and the suite also
 runs with ``NUMBA_DISABLE_JIT=1``. A compile failure raises; there is no
 silent fallback to Python.
 
-Card windows (exact): every card keeps a ring of its last ``K`` events
-(time, amount, terminal key); a window ``(t - n, t]`` is computed by a scan
-of the ring, so it is exact while the card makes at most ``K`` transactions
-in 30 days.
+Card state (compact, fixed size; see docs/features.md for the bounds):
+
+* a ring of the card's last ``K`` events: time as ``uint32`` whole seconds
+  (``floor(ts)``) and amount as ``float32``;
+* the terminal fingerprints (``uint32`` fold of the key) of the last
+  ``TF`` events, at ring position ``pos % TF`` (``K`` is a multiple of
+  ``TF``);
+* overflow day buckets (32 days, by absolute UTC day ``mod 32``): count,
+  sum, sum of squares and maximum of the events pushed out of the ring.
+
+A window ``(t - n, t]`` is the scan of the ring plus the overflow days
+``D > floor((t - n) / day)``. It is exact while the card has at most ``K``
+events in the window (nothing overflowed); otherwise it misses at most
+the overflowed events of the edge day ``floor((t - n) / day)``. Features
+that need individual events (1 h count, distinct terminals, high-amount
+count, time since previous) read the ring only.
 
 Terminal windows (approximate): every terminal keeps rings of time buckets
-of width ``w`` indexed by absolute bucket number ``floor(ts / w) mod L``
-and a ``head`` (the newest bucket seen); moving the head forward clears
-the buckets it passes. Two rings:
+indexed by absolute bucket number ``mod L`` and a head (the newest bucket
+seen); moving a head forward clears the buckets it passes. Two rings:
 
-* labelled ring (30 days + delay): transactions and known frauds per
-  bucket. The delayed window ``(t - (n + d), t - d]`` is replaced by the
-  ``n`` days of whole buckets ending at ``q = floor((t - d) / w)``
-  (exclusive), so no label younger than ``d`` is ever read, and the count
-  is off by at most the events of bucket ``q`` and of bucket ``q - n/w``.
-* real-time ring (24 h): transactions, and "latest visits": bucket ``x``
-  counts the cards whose newest transaction at this terminal falls in
-  ``x`` (the card's ring tells the kernel where its previous visit was, so
-  it moves that card from the old bucket to the new one). The 24 h window
-  is the buckets ``b - 24h/w + 1 .. b``; it misses at most the events (or
-  cards) of bucket ``b - 24h/w``.
+* labelled ring (width ``lw``, default 12 h; 30 days + delay):
+  transactions and known frauds per bucket. The delayed window
+  ``(t - (n + d), t - d]`` is replaced by the ``n`` days of whole buckets
+  ending at ``q = floor((t - d) / lw)`` (exclusive), so no label younger
+  than ``d`` is ever read, and the count is off by at most the events of
+  bucket ``q`` and of bucket ``q - n/lw``.
+* real-time ring (width ``w``, default 1 h; 24 h): transactions, and
+  "latest visits": bucket ``x`` counts the cards whose newest transaction
+  at this terminal falls in ``x`` (the card's fingerprint ring tells the
+  kernel where its previous visit was, so it moves that card from the old
+  bucket to the new one). The 24 h window is the buckets ``b - 24h/w + 1
+  .. b``; it misses at most the events (or cards) of bucket ``b - 24h/w``.
 """
 
 from __future__ import annotations
@@ -44,18 +56,26 @@ __all__ = [
     "C_LABEL_UNKNOWN_TERMINAL",
     "C_RING_SATURATED",
     "C_TERMINAL_LATE_DROPPED",
+    "NO_DAY",
     "NO_HEAD",
+    "OVF_DAYS",
     "P_BUCKET_S",
     "P_DELAY_S",
+    "P_LABEL_BUCKET_S",
     "P_TZ_S",
     "apply_labels_many",
+    "fingerprint",
     "fold_many",
 ]
 
 P_DELAY_S = 0
 P_BUCKET_S = 1
 P_TZ_S = 2
-N_PARAMS = 3
+P_LABEL_BUCKET_S = 3
+N_PARAMS = 4
+#: overflow day buckets per card (30-day window + the current day + 1)
+OVF_DAYS = 32
+NO_DAY = -1
 
 #: counters[...] indices
 C_TERMINAL_LATE_DROPPED = 0
@@ -68,6 +88,16 @@ NO_HEAD = -(1 << 62)
 _DAY = 86400.0
 _HOUR = 3600.0
 _SINCE_CAP = 45 * _DAY
+
+
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@numba.njit(cache=True, nogil=True)
+def fingerprint(key: np.uint64) -> np.uint32:  # pragma: no cover - numba
+    """32-bit fold of a 64-bit terminal key (identity for keys below 2^32)."""
+    return np.uint32((key ^ (key >> _S32)) & _M32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,70 +120,42 @@ def _advance(
 
 
 @numba.njit(cache=True, nogil=True)
-def _hsum(
-    ring_a: npt.NDArray[np.int32], ring_b: npt.NDArray[np.int32], row: int, lo: int, hi: int
-) -> tuple[int, int]:  # pragma: no cover - numba
-    """Sums of two rings over absolute slots ``lo..hi`` (inclusive, caller checks liveness)."""
-    sa = 0
-    sb = 0
-    if hi < lo:
-        return sa, sb
-    length = ring_a.shape[1]
-    idx = lo % length
-    for _ in range(hi - lo + 1):
-        sa += ring_a[row, idx]
-        sb += ring_b[row, idx]
-        idx += 1
-        if idx == length:
-            idx = 0
-    return sa, sb
-
-
-@numba.njit(cache=True, nogil=True)
-def _lab_window(
-    h_cnt: npt.NDArray[np.int32],
-    h_fraud: npt.NDArray[np.int32],
-    d_cnt: npt.NDArray[np.int32],
-    d_fraud: npt.NDArray[np.int32],
-    row: int,
-    lo: int,
-    hi: int,
-    bpd: int,
-) -> tuple[int, int]:  # pragma: no cover - numba
-    """Transactions and frauds over buckets ``lo..hi``: hourly edges plus whole days."""
-    if hi < lo:
-        return 0, 0
-    dlo = lo // bpd
-    dhi = hi // bpd
-    if dlo == dhi:
-        return _hsum(h_cnt, h_fraud, row, lo, hi)
-    c1, f1 = _hsum(h_cnt, h_fraud, row, lo, (dlo + 1) * bpd - 1)
-    c2, f2 = _hsum(d_cnt, d_fraud, row, dlo + 1, dhi - 1)
-    c3, f3 = _hsum(h_cnt, h_fraud, row, dhi * bpd, hi)
-    return c1 + c2 + c3, f1 + f2 + f3
-
-
-@numba.njit(cache=True, nogil=True)
-def _newest_fraud(
-    h_fraud: npt.NDArray[np.int32],
-    d_fraud: npt.NDArray[np.int32],
-    row: int,
-    lo: int,
-    hi: int,
-    bpd: int,
-) -> int:  # pragma: no cover - numba
-    """Newest bucket in ``lo..hi`` holding a known fraud, or ``lo - 1``."""
-    hl = h_fraud.shape[1]
-    dl = d_fraud.shape[1]
-    x = hi
-    while x >= lo:
-        if x % bpd == bpd - 1 and x - bpd + 1 >= lo and d_fraud[row, (x // bpd) % dl] == 0:
-            x -= bpd  # a whole day without fraud
-            continue
-        if h_fraud[row, x % hl] > 0:
-            return x
-        x -= 1
-    return lo - 1
+def _overflow_add(
+    c_ovf_head: npt.NDArray[np.int32],
+    c_ovf_cnt: npt.NDArray[np.uint16],
+    c_ovf_f: npt.NDArray[np.float32],
+    cs: int,
+    s: float,
+    x: float,
+) -> bool:  # pragma: no cover - numba
+    """Add an event pushed out of the ring to its overflow day; False if too old."""
+    d = math.floor(s / _DAY)
+    head = c_ovf_head[cs]
+    if d > head:
+        if head == NO_DAY or d - head >= OVF_DAYS:
+            for k in range(OVF_DAYS):
+                c_ovf_cnt[cs, k] = 0
+                c_ovf_f[cs, k, 0] = 0.0
+                c_ovf_f[cs, k, 1] = 0.0
+                c_ovf_f[cs, k, 2] = 0.0
+        else:
+            for dd in range(head + 1, d + 1):
+                k = dd % OVF_DAYS
+                c_ovf_cnt[cs, k] = 0
+                c_ovf_f[cs, k, 0] = 0.0
+                c_ovf_f[cs, k, 1] = 0.0
+                c_ovf_f[cs, k, 2] = 0.0
+        c_ovf_head[cs] = d
+        head = d
+    if d <= head - OVF_DAYS:
+        return False
+    k = d % OVF_DAYS
+    if c_ovf_cnt[cs, k] < 65535:  # saturates (65,535 overflowed events in one day)
+        c_ovf_cnt[cs, k] += 1
+    c_ovf_f[cs, k, 0] += x
+    c_ovf_f[cs, k, 1] += x * x
+    c_ovf_f[cs, k, 2] = max(c_ovf_f[cs, k, 2], x)
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -162,9 +164,12 @@ def fold_many(
     c_tab_slot: npt.NDArray[np.int32],
     c_keys: npt.NDArray[np.uint64],
     c_meta: npt.NDArray[np.int64],
-    c_ring_ts: npt.NDArray[np.float64],
-    c_ring_amt: npt.NDArray[np.float64],
-    c_ring_term: npt.NDArray[np.uint64],
+    c_ring_ts: npt.NDArray[np.uint32],
+    c_ring_amt: npt.NDArray[np.float32],
+    c_ring_fp: npt.NDArray[np.uint32],
+    c_ovf_cnt: npt.NDArray[np.uint16],
+    c_ovf_f: npt.NDArray[np.float32],
+    c_ovf_head: npt.NDArray[np.int32],
     c_pos: npt.NDArray[np.int32],
     c_n: npt.NDArray[np.int32],
     c_last: npt.NDArray[np.float64],
@@ -174,10 +179,9 @@ def fold_many(
     t_keys: npt.NDArray[np.uint64],
     t_meta: npt.NDArray[np.int64],
     t_head: npt.NDArray[np.int64],
+    t_lhead: npt.NDArray[np.int64],
     t_lab_cnt: npt.NDArray[np.int32],
     t_lab_fraud: npt.NDArray[np.int32],
-    t_day_cnt: npt.NDArray[np.int32],
-    t_day_fraud: npt.NDArray[np.int32],
     t_rt_cnt: npt.NDArray[np.int32],
     t_rt_dist: npt.NDArray[np.int32],
     t_last: npt.NDArray[np.float64],
@@ -202,12 +206,14 @@ def fold_many(
     delay = params[P_DELAY_S]
     w = params[P_BUCKET_S]
     tz = params[P_TZ_S]
+    lw = params[P_LABEL_BUCKET_S]
     ring_k = c_ring_ts.shape[1]
+    tf = c_ring_fp.shape[1]
     bl = t_lab_cnt.shape[1]
-    dl = t_day_cnt.shape[1]
     br = t_rt_cnt.shape[1]
     bpd = round(_DAY / w)
-    seen_terms = np.empty(ring_k + 1, dtype=np.uint64)
+    lpd = round(_DAY / lw)
+    seen_terms = np.empty(tf + 1, dtype=np.uint32)
     recent_amt = np.empty(ring_k + 1, dtype=np.float64)
     for j in range(start, order.shape[0]):
         i = order[j]
@@ -217,12 +223,13 @@ def fold_many(
         tsl = find_or_insert(t_tab_keys, t_tab_slot, t_keys, t_meta, term_key[i])
         if tsl < 0:
             return j
-        t = ts[i]
+        t = np.floor(ts[i])  # whole seconds: the ring stores uint32 seconds
         a = amount[i]
         tk = term_key[i]
+        fp = fingerprint(tk)
         row = out[i]
 
-        # ---- card: one scan of previous events, newest first ----
+        # ---- card: one scan of the ring, newest first ----
         # The ring is in event-time order unless the card ever received a late
         # event (c_unordered); then the early exit is disabled and the scan is full.
         n = c_n[cs]
@@ -240,35 +247,31 @@ def fold_many(
         cnt_7 = 1
         sum_1 = a
         sum_7 = a
-        seen_terms[0] = tk
+        seen_terms[0] = fp
         n_terms = 1
         recent_amt[0] = a
         n_recent = 1
         idx = pos
-        # when full, the slot at ``pos`` is about to be overwritten: skip it
-        m = n - 1 if n == ring_k else n
-        for _ in range(m):
+        for step in range(n):
             idx -= 1
             if idx < 0:
                 idx = ring_k - 1
-            s = c_ring_ts[cs, idx]
-            term = c_ring_term[cs, idx]
+            s = np.float64(c_ring_ts[cs, idx])
+            known_fp = step < tf
+            term = c_ring_fp[cs, idx % tf]
             if s > t:
-                if term == tk:
+                if known_fp and term == fp:
                     later_at_term = True
                 continue
             age = t - s
+            prev_ts = max(prev_ts, s)
+            if known_fp and term == fp:
+                prev_at_term = max(prev_at_term, s)
             if age >= 30 * _DAY:
-                prev_ts = max(prev_ts, s)
-                if term == tk:
-                    prev_at_term = max(prev_at_term, s)
                 if ordered:
                     break  # everything older is older still
                 continue
-            prev_ts = max(prev_ts, s)
-            if term == tk:
-                prev_at_term = max(prev_at_term, s)
-            x = c_ring_amt[cs, idx]
+            x = np.float64(c_ring_amt[cs, idx])
             p_cnt += 1
             p_sum += x
             p_sq += x * x
@@ -284,46 +287,77 @@ def fold_many(
                     sum_1 += x
                     if age < _HOUR:
                         cnt_h += 1
-                    dup = False
-                    for mm in range(n_terms):
-                        if seen_terms[mm] == term:
-                            dup = True
-                            break
-                    if not dup:
-                        seen_terms[n_terms] = term
-                        n_terms += 1
+                    if known_fp:
+                        dup = False
+                        for mm in range(n_terms):
+                            if seen_terms[mm] == term:
+                                dup = True
+                                break
+                        if not dup:
+                            seen_terms[n_terms] = term
+                            n_terms += 1
+        # ---- card: overflow days inside the windows ----
+        oh = c_ovf_head[cs]
+        if oh != NO_DAY:
+            d30 = math.floor((t - 30 * _DAY) / _DAY) + 1
+            d7 = math.floor((t - 7 * _DAY) / _DAY) + 1
+            d1 = math.floor((t - _DAY) / _DAY) + 1
+            dt = math.floor(t / _DAY)
+            for d in range(max(d30, oh - OVF_DAYS + 1), min(dt, oh) + 1):
+                k = d % OVF_DAYS
+                c = int(c_ovf_cnt[cs, k])
+                if c == 0:
+                    continue
+                sm = np.float64(c_ovf_f[cs, k, 0])
+                p_cnt += c
+                p_sum += sm
+                p_sq += np.float64(c_ovf_f[cs, k, 1])
+                p_max = max(p_max, np.float64(c_ovf_f[cs, k, 2]))
+                if d >= d7:
+                    cnt_7 += c
+                    sum_7 += sm
+                    if d >= d1:
+                        cnt_1 += c
+                        sum_1 += sm
         cnt_30 = p_cnt + 1
         sum_30 = p_sum + a
-        # ---- card: insert ----
-        if n == ring_k and t - c_ring_ts[cs, pos] < 30 * _DAY:
-            counters[C_RING_SATURATED] += 1
+        # ---- card: insert (the oldest inserted event moves to its overflow day) ----
+        if n == ring_k:
+            s_old = np.float64(c_ring_ts[cs, pos])
+            if (
+                _overflow_add(
+                    c_ovf_head, c_ovf_cnt, c_ovf_f, cs, s_old, np.float64(c_ring_amt[cs, pos])
+                )
+                and t - s_old < 30 * _DAY
+            ):
+                counters[C_RING_SATURATED] += 1
         if t < c_last[cs]:
             c_unordered[cs] = 1
-        c_ring_ts[cs, pos] = t
-        c_ring_amt[cs, pos] = a
-        c_ring_term[cs, pos] = tk
+        c_ring_ts[cs, pos] = np.uint32(t)
+        c_ring_amt[cs, pos] = np.float32(a)
+        c_ring_fp[cs, pos % tf] = fp
         c_pos[cs] = (pos + 1) % ring_k
         if n < ring_k:
             c_n[cs] = n + 1
         c_last[cs] = max(c_last[cs], t)
 
-        # ---- terminal: move head, add the event ----
+        # ---- terminal: move heads, add the event ----
         b = math.floor(t / w)
         head = t_head[tsl]
         if b > head:
-            _advance(head, b, t_lab_cnt, t_lab_fraud, tsl)
             _advance(head, b, t_rt_cnt, t_rt_dist, tsl)
-            day_head = head // bpd if head > NO_HEAD else NO_HEAD
-            if b // bpd > day_head:
-                _advance(day_head, b // bpd, t_day_cnt, t_day_fraud, tsl)
             head = b
             t_head[tsl] = b
-        if b > head - bl:
-            t_lab_cnt[tsl, b % bl] += 1
-            t_day_cnt[tsl, (b // bpd) % dl] += 1
+        lb = math.floor(t / lw)
+        lhead = t_lhead[tsl]
+        if lb > lhead:
+            _advance(lhead, lb, t_lab_cnt, t_lab_fraud, tsl)
+            lhead = lb
+            t_lhead[tsl] = lb
+        if lb > lhead - bl:
+            t_lab_cnt[tsl, lb % bl] += 1
             if label[i] == 1:
-                t_lab_fraud[tsl, b % bl] += 1
-                t_day_fraud[tsl, (b // bpd) % dl] += 1
+                t_lab_fraud[tsl, lb % bl] += 1
         else:
             counters[C_TERMINAL_LATE_DROPPED] += 1
         if b > head - br:
@@ -335,27 +369,50 @@ def fold_many(
                         t_rt_dist[tsl, bp % br] -= 1
                 t_rt_dist[tsl, b % br] += 1
         t_last[tsl] = max(t_last[tsl], t)
-        # ---- terminal: real-time 24 h window ----
-        rt_cnt, rt_dist = _hsum(
-            t_rt_cnt, t_rt_dist, tsl, max(b - bpd + 1, head - br + 1), min(b, head)
-        )
-        # ---- terminal: delayed labelled windows, buckets [q - n*bpd, q - 1] ----
-        q = math.floor((t - delay) / w)
-        hi = min(q - 1, head)
-        live = head - bl + 1
-        tc1, tf1 = _lab_window(
-            t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, max(q - bpd, live), hi, bpd
-        )
-        tc7, tf7 = _lab_window(
-            t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, max(q - 7 * bpd, live), hi, bpd
-        )
-        lo30 = max(q - 30 * bpd, live)
-        tc30, tf30 = _lab_window(t_lab_cnt, t_lab_fraud, t_day_cnt, t_day_fraud, tsl, lo30, hi, bpd)
+        # ---- terminal: real-time 24 h window, buckets max(b-bpd+1, live) .. min(b, head) ----
+        rt_cnt = 0
+        rt_dist = 0
+        x_hi = min(b, head)
+        x_lo = max(b - bpd + 1, head - br + 1)
+        if x_hi >= x_lo:
+            k = x_lo % br
+            for _ in range(x_hi - x_lo + 1):
+                rt_cnt += t_rt_cnt[tsl, k]
+                rt_dist += t_rt_dist[tsl, k]
+                k += 1
+                if k == br:
+                    k = 0
+        # ---- terminal: delayed labelled windows, buckets [q - n*lpd, q - 1] ----
+        q = math.floor((t - delay) / lw)
+        hi = min(q - 1, lhead)
+        live = lhead - bl + 1
+        tc1 = tf1 = tc7 = tf7 = tc30 = tf30 = 0
+        newest_fraud = -(1 << 62)
+        lo1 = q - lpd
+        lo7 = q - 7 * lpd
+        lo30 = max(q - 30 * lpd, live)
+        xb = hi
+        k = hi % bl
+        while xb >= lo30:
+            c = t_lab_cnt[tsl, k]
+            f = t_lab_fraud[tsl, k]
+            tc30 += c
+            tf30 += f
+            if f > 0 and newest_fraud < xb:
+                newest_fraud = xb
+            if xb >= lo7:
+                tc7 += c
+                tf7 += f
+                if xb >= lo1:
+                    tc1 += c
+                    tf1 += f
+            xb -= 1
+            k -= 1
+            if k < 0:
+                k = bl - 1
         since_fraud = _SINCE_CAP
-        if tf30 > 0:
-            xf = _newest_fraud(t_lab_fraud, t_day_fraud, tsl, lo30, hi, bpd)
-            if xf >= lo30:
-                since_fraud = min(_SINCE_CAP, t - (xf + 1) * w)
+        if tf30 > 0 and newest_fraud >= lo30:
+            since_fraud = min(_SINCE_CAP, t - (newest_fraud + 1) * lw)
 
         # ---- write the row (schema v1 order) ----
         local = t + tz
@@ -391,8 +448,8 @@ def fold_many(
         n_high = 0
         if p_cnt > 0:
             lim = 2.0 * p_sum / p_cnt
-            for k in range(n_recent):
-                if recent_amt[k] > lim:
+            for kk in range(n_recent):
+                if recent_amt[kk] > lim:
                     n_high += 1
         row[19] = min(t - prev_ts, _SINCE_CAP) if prev_ts > -math.inf else _SINCE_CAP
         row[20] = n_terms
@@ -414,9 +471,8 @@ def fold_many(
 def apply_labels_many(
     t_tab_keys: npt.NDArray[np.uint64],
     t_tab_slot: npt.NDArray[np.int32],
-    t_head: npt.NDArray[np.int64],
+    t_lhead: npt.NDArray[np.int64],
     t_lab_fraud: npt.NDArray[np.int32],
-    t_day_fraud: npt.NDArray[np.int32],
     params: npt.NDArray[np.float64],
     counters: npt.NDArray[np.int64],
     term_key: npt.NDArray[np.uint64],
@@ -432,24 +488,20 @@ def apply_labels_many(
     arrival on. Labels for unknown terminals, for buckets older than the
     ring, or for transactions not yet folded are counted and skipped.
     """
-    w = params[P_BUCKET_S]
+    lw = params[P_LABEL_BUCKET_S]
     bl = t_lab_fraud.shape[1]
-    dl = t_day_fraud.shape[1]
-    bpd = round(_DAY / w)
     applied = 0
     for i in range(term_key.shape[0]):
         tsl = find(t_tab_keys, t_tab_slot, term_key[i])
         if tsl < 0:
             counters[C_LABEL_UNKNOWN_TERMINAL] += 1
             continue
-        b = math.floor(tx_ts[i] / w)
-        head = t_head[tsl]
+        b = math.floor(math.floor(tx_ts[i]) / lw)
+        head = t_lhead[tsl]
         if b > head or b <= head - bl:
             counters[C_LABEL_TOO_OLD] += 1
             continue
         v = t_lab_fraud[tsl, b % bl]
-        nv = max(v + delta[i], 0)
-        t_lab_fraud[tsl, b % bl] = nv
-        t_day_fraud[tsl, (b // bpd) % dl] += nv - v
+        t_lab_fraud[tsl, b % bl] = max(v + delta[i], 0)
         applied += 1
     return applied

@@ -145,12 +145,19 @@ class FeatureConfig:
 
     * ``delay_days`` -- a label is used only once the labelled transaction is
       this old (event time).
-    * ``card_ring`` -- events kept per card. Card windows are exact while a
-      card makes at most this many transactions in 30 days; beyond that the
-      oldest events fall out (counts saturate at ``card_ring``).
-    * ``bucket_s`` -- terminal time-bucket width. Terminal counts are
-      approximate: a window is replaced by whole buckets, so a count is off
-      by at most the events of the two edge buckets (see docs/features.md).
+    * ``card_ring`` -- events kept per card (a multiple of ``card_terminals``).
+      Card windows are exact while a card makes at most this many
+      transactions in the window; older events move to per-day overflow
+      buckets, and a window then misses at most the overflowed events of
+      its edge day (see docs/features.md).
+    * ``card_terminals`` -- terminal fingerprints kept per card (its last
+      events): distinct terminals per card and the terminal distinct-card
+      count look this far back.
+    * ``bucket_s`` -- width of a terminal's real-time (24 h) buckets.
+    * ``label_bucket_s`` -- width of a terminal's labelled (delayed) buckets.
+      Terminal counts are approximate: a window is replaced by whole
+      buckets, so a count is off by at most the events of the two edge
+      buckets (see docs/features.md).
     * ``max_cards`` / ``max_terminals`` -- entity bounds; when full, entities
       idle longer than ``retention_days`` are evicted, then the least
       recently seen (see :class:`~fraudnet.core.features.state.FeatureState`).
@@ -158,12 +165,14 @@ class FeatureConfig:
     """
 
     delay_days: float = 7.0
-    card_ring: int = 192
+    card_ring: int = 48
     bucket_s: float = HOUR_S
     max_cards: int = 1 << 20
     max_terminals: int = 1 << 18
     retention_days: float = 45.0
     tz_offset_s: float = 0.0
+    card_terminals: int = 16
+    label_bucket_s: float = 12 * HOUR_S
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ConfigError:
@@ -171,10 +180,17 @@ class FeatureConfig:
 
         if not 0.0 <= self.delay_days <= 60.0:
             raise bad(f"delay_days={self.delay_days} must be in [0, 60]")
-        if not 4 <= self.card_ring <= 4096:
-            raise bad(f"card_ring={self.card_ring} must be in [4, 4096]")
+        if not 4 <= self.card_terminals <= 256:
+            raise bad(f"card_terminals={self.card_terminals} must be in [4, 256]")
+        if not 4 <= self.card_ring <= 4096 or self.card_ring % self.card_terminals:
+            raise bad(
+                f"card_ring={self.card_ring} must be in [4, 4096] and a multiple of "
+                f"card_terminals={self.card_terminals}"
+            )
         if not 60.0 <= self.bucket_s <= DAY_S or DAY_S % self.bucket_s != 0:
             raise bad(f"bucket_s={self.bucket_s} must divide a day and be >= 60")
+        if not 600.0 <= self.label_bucket_s <= DAY_S or DAY_S % self.label_bucket_s != 0:
+            raise bad(f"label_bucket_s={self.label_bucket_s} must divide a day and be >= 600")
         if not 16 <= self.max_cards <= 1 << 28:
             raise bad(f"max_cards={self.max_cards} must be in [16, 2^28]")
         if not 16 <= self.max_terminals <= 1 << 26:
@@ -187,13 +203,7 @@ class FeatureConfig:
     @property
     def label_buckets(self) -> int:
         """Length of a terminal's labelled-bucket ring: 30 days + delay + 2 buckets."""
-        return round((30 * DAY_S + self.delay_days * DAY_S) / self.bucket_s) + 2
-
-    @property
-    def day_buckets(self) -> int:
-        """Length of a terminal's per-day aggregate ring (covers the labelled ring)."""
-        bpd = round(DAY_S / self.bucket_s)
-        return -(-self.label_buckets // bpd) + 2
+        return round((30 * DAY_S + self.delay_days * DAY_S) / self.label_bucket_s) + 2
 
     @property
     def rt_buckets(self) -> int:
@@ -201,13 +211,15 @@ class FeatureConfig:
         return round(DAY_S / self.bucket_s) + 2
 
     def bytes_per_card(self) -> int:
-        """Memory per card slot: ring (ts f8, amount f8, terminal u64) + scalars + hash table."""
-        return self.card_ring * 24 + 4 + 4 + 8 + 8 + 1 + 2 * 12
+        """Memory per card slot: key, ring (uint32 time + float32 amount), uint32 terminal
+        fingerprints, 32 overflow days (uint16 count + 3 float32), scalars, 2 hash entries."""
+        return (8 + self.card_ring * 8 + self.card_terminals * 4 + 32 * (2 + 12)
+                + 4 + 4 + 4 + 8 + 1 + 2 * 12)  # fmt: skip
 
     def bytes_per_terminal(self) -> int:
-        """Memory per terminal slot: int32 pairs per labelled, daily and real-time bucket,
-        head, last-seen, key and two hash-table entries."""
-        return 8 * (self.label_buckets + self.day_buckets + self.rt_buckets) + 8 + 8 + 8 + 2 * 12
+        """Memory per terminal slot: int32 pairs per labelled and real-time bucket, two
+        heads, last-seen, key and two hash-table entries."""
+        return 8 * (self.label_buckets + self.rt_buckets) + 8 + 8 + 8 + 8 + 2 * 12
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,4 +241,4 @@ class FeatureConfig:
             raise ConfigError(f"feature config: {e}") from None
 
 
-_INT_KEYS: Final = frozenset({"card_ring", "max_cards", "max_terminals"})
+_INT_KEYS: Final = frozenset({"card_ring", "max_cards", "max_terminals", "card_terminals"})

@@ -44,18 +44,12 @@ _INITIAL: Final = 1024
 F64 = npt.NDArray[np.float64]
 
 # per-entity arrays: name -> (dtype, row shape from config, fill value)
-_CARD_ARRAYS: Final = (
-    "c_keys",
-    "c_ring_ts",
-    "c_ring_amt",
-    "c_ring_term",
-    "c_pos",
-    "c_n",
-    "c_last",
-    "c_unordered",
-)
-_TERM_ARRAYS: Final = ("t_keys", "t_head", "t_lab_cnt", "t_lab_fraud", "t_day_cnt", "t_day_fraud",
-                       "t_rt_cnt", "t_rt_dist", "t_last")  # fmt: skip
+_CARD_ARRAYS: Final = ("c_keys", "c_ring_ts", "c_ring_amt", "c_ring_fp", "c_ovf_cnt", "c_ovf_f",
+                       "c_ovf_head", "c_pos", "c_n", "c_last", "c_unordered")  # fmt: skip
+_TERM_ARRAYS: Final = ("t_keys", "t_head", "t_lhead", "t_lab_cnt", "t_lab_fraud", "t_rt_cnt",
+                       "t_rt_dist", "t_last")  # fmt: skip
+#: largest event time the card ring can hold (uint32 seconds)
+MAX_TS: Final = float(2**32 - 1)
 _COUNTER_NAMES: Final = (
     "terminal_late_dropped", "card_ring_saturated", "label_unknown_terminal", "label_too_old",
 )  # fmt: skip
@@ -66,10 +60,9 @@ class FeatureState:
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
-        self.params = np.array(
-            [self.config.delay_days * 86400.0, self.config.bucket_s, self.config.tz_offset_s],
-            dtype=np.float64,
-        )
+        c = self.config
+        params = [c.delay_days * 86400.0, c.bucket_s, c.tz_offset_s, c.label_bucket_s]
+        self.params = np.array(params, dtype=np.float64)
         self.kcounters = np.zeros(K.N_COUNTERS, dtype=np.int64)
         self.evicted = {"card": 0, "terminal": 0}
         self.a: dict[str, npt.NDArray[Any]] = {}
@@ -83,19 +76,21 @@ class FeatureState:
         c = self.config
         spec: dict[str, tuple[Any, tuple[int, ...], Any]] = {
             "c_keys": (np.uint64, (), 0),
-            "c_ring_ts": (np.float64, (c.card_ring,), 0.0),
-            "c_ring_amt": (np.float64, (c.card_ring,), 0.0),
-            "c_ring_term": (np.uint64, (c.card_ring,), 0),
+            "c_ring_ts": (np.uint32, (c.card_ring,), 0),
+            "c_ring_amt": (np.float32, (c.card_ring,), 0.0),
+            "c_ring_fp": (np.uint32, (c.card_terminals,), 0),
+            "c_ovf_cnt": (np.uint16, (K.OVF_DAYS,), 0),
+            "c_ovf_f": (np.float32, (K.OVF_DAYS, 3), 0.0),
+            "c_ovf_head": (np.int32, (), K.NO_DAY),
             "c_pos": (np.int32, (), 0),
             "c_n": (np.int32, (), 0),
             "c_last": (np.float64, (), -np.inf),
             "c_unordered": (np.uint8, (), 0),
             "t_keys": (np.uint64, (), 0),
             "t_head": (np.int64, (), K.NO_HEAD),
+            "t_lhead": (np.int64, (), K.NO_HEAD),
             "t_lab_cnt": (np.int32, (c.label_buckets,), 0),
             "t_lab_fraud": (np.int32, (c.label_buckets,), 0),
-            "t_day_cnt": (np.int32, (c.day_buckets,), 0),
-            "t_day_fraud": (np.int32, (c.day_buckets,), 0),
             "t_rt_cnt": (np.int32, (c.rt_buckets,), 0),
             "t_rt_dist": (np.int32, (c.rt_buckets,), 0),
             "t_last": (np.float64, (), -np.inf),
@@ -167,6 +162,19 @@ class FeatureState:
         self.evicted[kind] += used - m
 
     # ----------------------------------------------------------------- batch
+    def fold_state_args(self) -> tuple[Any, ...]:
+        """The state arguments of :func:`~.kernels.fold_many`, in order (up to
+        ``counters``); valid until the next eviction or growth."""
+        a = self.a
+        return (
+            a["c_tab_keys"], a["c_tab_slot"], a["c_keys"], self.c_meta, a["c_ring_ts"],
+            a["c_ring_amt"], a["c_ring_fp"], a["c_ovf_cnt"], a["c_ovf_f"], a["c_ovf_head"],
+            a["c_pos"], a["c_n"], a["c_last"], a["c_unordered"],
+            a["t_tab_keys"], a["t_tab_slot"], a["t_keys"], self.t_meta,
+            a["t_head"], a["t_lhead"], a["t_lab_cnt"], a["t_lab_fraud"],
+            a["t_rt_cnt"], a["t_rt_dist"], a["t_last"], self.params, self.kcounters,
+        )  # fmt: skip
+
     def fold_arrays(
         self,
         card_key: npt.NDArray[np.uint64],
@@ -186,6 +194,8 @@ class FeatureState:
         amt = np.ascontiguousarray(amount, dtype=np.float64)
         if n and not (np.isfinite(ts).all() and np.isfinite(amt).all()):
             raise InputError("feature batch: non-finite timestamp or amount")
+        if n and (ts.min() < 0.0 or ts.max() > MAX_TS):
+            raise InputError("feature batch: timestamp outside 1970..2106 (uint32 seconds)")
         lab = (
             np.full(n, -1, dtype=np.int8)
             if label is None
@@ -198,15 +208,8 @@ class FeatureState:
         start = 0
         now = float(ts.max()) if n else 0.0
         while start < n:
-            a = self.a
-            done = K.fold_many(
-                a["c_tab_keys"], a["c_tab_slot"], a["c_keys"], self.c_meta, a["c_ring_ts"],
-                a["c_ring_amt"], a["c_ring_term"], a["c_pos"], a["c_n"], a["c_last"],
-                a["c_unordered"], a["t_tab_keys"], a["t_tab_slot"], a["t_keys"], self.t_meta,
-                a["t_head"], a["t_lab_cnt"], a["t_lab_fraud"], a["t_day_cnt"], a["t_day_fraud"],
-                a["t_rt_cnt"], a["t_rt_dist"], a["t_last"],
-                self.params, self.kcounters, ck, tk, ts, amt, lab, order, start, out,
-            )  # fmt: skip
+            args = (*self.fold_state_args(), ck, tk, ts, amt, lab, order, start, out)
+            done = K.fold_many(*args)
             if done >= n:
                 break
             if self.n_cards >= self.capacity("card"):
@@ -242,8 +245,8 @@ class FeatureState:
         a = self.a
         keys = np.ascontiguousarray(terminal_key, dtype=np.uint64)
         applied = K.apply_labels_many(
-            a["t_tab_keys"], a["t_tab_slot"], a["t_head"], a["t_lab_fraud"], a["t_day_fraud"],
-            self.params, self.kcounters, keys, ts, delta,
+            a["t_tab_keys"], a["t_tab_slot"], a["t_lhead"], a["t_lab_fraud"], self.params,
+            self.kcounters, keys, ts, delta,
         )  # fmt: skip
         return int(applied)
 

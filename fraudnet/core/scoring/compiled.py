@@ -1,20 +1,32 @@
 """A fitted model as plain arrays, evaluated by Numba kernels.
 
-Two kinds:
+Three kinds:
 
-* ``forest`` -- a tree ensemble flattened into node arrays (feature,
-  threshold, left, right, value = P(fraud) at that node), with
-  ``aggregation`` ``mean`` (random forest / extra trees: the mean of the
-  trees' leaf probabilities). Features are compared as float32 exactly as
-  scikit-learn does (it casts ``X`` to float32 before traversal), which is
-  what makes the output equal ``predict_proba``.
+* ``forest`` -- a random forest / extra trees: node arrays (feature,
+  threshold, left, right, value = P(fraud) at that node) and ``roots``;
+  the score is the mean of the trees' leaf probabilities. scikit-learn
+  compares ``float32(x) <= threshold``; at load time each threshold is
+  replaced by the float64 ``T`` with ``x <= T  <=>  float32(x) <= threshold``
+  for every finite float64 ``x`` (round-to-nearest-even, see
+  :func:`f32_equivalent_threshold`), so the kernel never converts ``x``.
+* ``gbm`` -- scikit-learn's ``HistGradientBoostingClassifier`` (binary,
+  numeric features): the same node arrays with ``value`` = raw (logit)
+  contribution, plus ``baseline``; the score is
+  ``sigmoid(baseline + sum of leaf values)`` and splits compare float64
+  ``x <= threshold`` exactly as scikit-learn's predictor does.
 * ``linear`` -- logistic regression on standardised inputs:
   ``sigmoid(b + sum_f w_f (x_f - mu_f) / s_f)``.
 
-Both kernels also return per-feature contributions for reason codes: for
-forests the path attribution (the change of node value along the decision
-path credited to the split feature, averaged over trees; contributions sum
-to ``score - mean root value``); for linear models ``w_f (x_f - mu_f)/s_f``.
+Trees are stored in preorder (scikit-learn's layout: the left child of an
+internal node is the next node), which the loader checks; at load time
+the nodes are packed into one ``(n, 4)`` float64 array ``[threshold,
+value, feature, right]`` so a visit touches one cache line.
+
+All kernels also return per-feature contributions for reason codes. Trees:
+path attribution (the change of node value along the decision path
+credited to the split feature; for ``forest`` averaged over trees, so
+contributions sum to ``score - mean root value``; for ``gbm`` in logit
+units); linear: ``w_f (x_f - mu_f) / s_f``.
 """
 
 from __future__ import annotations
@@ -31,12 +43,21 @@ from fraudnet.errors import ModelError
 
 from ..features.schema import FEATURES, SCHEMA_VERSION, FeatureConfig, feature_index
 
-__all__ = ["KINDS", "CompiledModel", "forest_many", "linear_many"]
+__all__ = [
+    "KINDS",
+    "CompiledModel",
+    "f32_equivalent_threshold",
+    "forest_many",
+    "linear_many",
+    "pack_nodes",
+]
 
-KINDS: Final = ("forest", "linear")
+KINDS: Final = ("forest", "gbm", "linear")
 F64 = npt.NDArray[np.float64]
+AGG_MEAN: Final = 0
+AGG_LOGIT_SUM: Final = 1
 
-_FOREST_ARRAYS: Final = {
+_TREE_ARRAYS: Final = {
     "feature": np.int32, "threshold": np.float64, "left": np.int32, "right": np.int32,
     "value": np.float64, "roots": np.int32,
 }  # fmt: skip
@@ -44,38 +65,94 @@ _LINEAR_ARRAYS: Final = {"coef": np.float64, "mean": np.float64, "scale": np.flo
                          "intercept": np.float64}  # fmt: skip
 
 
+def f32_equivalent_threshold(thr: F64) -> F64:
+    """Float64 ``T`` per threshold with ``x <= T  <=>  float32(x) <= thr`` (finite ``x``).
+
+    Let ``t`` be the largest float32 ``<= thr`` and ``u`` the next float32.
+    ``float32(x) <= t`` exactly when ``x`` is below the midpoint ``m`` of
+    ``t`` and ``u`` (``m`` is exact in float64), or equal to it and the tie
+    rounds to ``t`` (``t`` has an even mantissa). Thresholds at or above the
+    largest float32 become ``+inf``.
+    """
+    thr = np.asarray(thr, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        t = thr.astype(np.float32)
+    down = t.astype(np.float64) > thr
+    t = np.where(down, np.nextafter(t, np.float32(-np.inf)), t).astype(np.float32)
+    u = np.nextafter(t, np.float32(np.inf))
+    mid = (t.astype(np.float64) + u.astype(np.float64)) / 2.0
+    even = (t.view(np.uint32) & np.uint32(1)) == 0
+    out = np.where(even, mid, np.nextafter(mid, -np.inf))
+    return np.where(np.isinf(u) | np.isinf(t), np.inf, out)
+
+
+def pack_nodes(arrays: dict[str, npt.NDArray[Any]], f32_compare: bool) -> F64:
+    """``(n, 4)`` float64 node records ``[threshold, value, feature, right]``."""
+    feat = arrays["feature"]
+    thr = arrays["threshold"]
+    if f32_compare:
+        thr = np.where(feat >= 0, f32_equivalent_threshold(thr), 0.0)
+    out = np.empty((feat.shape[0], 4), dtype=np.float64)
+    out[:, 0] = thr
+    out[:, 1] = arrays["value"]
+    out[:, 2] = feat
+    out[:, 3] = arrays["right"]
+    return out
+
+
 @numba.njit(cache=True, nogil=True)
 def forest_many(
     x: F64,
     cols: npt.NDArray[np.int64],
-    feature: npt.NDArray[np.int32],
-    threshold: F64,
-    left: npt.NDArray[np.int32],
-    right: npt.NDArray[np.int32],
-    value: F64,
+    nodes: F64,
     roots: npt.NDArray[np.int32],
+    agg: int,
+    base: float,
     scores: F64,
     contrib: F64,
 ) -> None:  # pragma: no cover - numba
-    """Mean of tree probabilities per row of ``x[:, cols]``; path contributions."""
-    n_trees = roots.shape[0]
+    """Tree-ensemble scores of the rows of ``x[:, cols]`` and path contributions.
+
+    Trees are the outer loop so one tree stays in cache across the batch.
+    ``agg`` 0: mean of leaf values; 1: ``sigmoid(base + sum)``.
+    """
+    n = x.shape[0]
     nf = cols.shape[0]
-    for i in range(x.shape[0]):
+    n_trees = roots.shape[0]
+    # gbm: start from the baseline, as scikit-learn adds trees to it in order
+    acc = np.full(n, base if agg == 1 else 0.0, dtype=np.float64)
+    for i in range(n):
         for f in range(nf):
             contrib[i, f] = 0.0
-        total = 0.0
-        for t in range(n_trees):
-            node = roots[t]
-            while feature[node] >= 0:
-                f = feature[node]
-                xv = np.float64(np.float32(x[i, cols[f]]))
-                nxt = left[node] if xv <= threshold[node] else right[node]
-                contrib[i, f] += value[nxt] - value[node]
+    for t in range(n_trees):
+        root = roots[t]
+        for i in range(n):
+            node = root
+            val = nodes[node, 1]
+            while True:
+                fi = nodes[node, 2]
+                if fi < 0.0:
+                    break
+                f = int(fi)
+                nxt = node + 1 if x[i, cols[f]] <= nodes[node, 0] else int(nodes[node, 3])
+                nval = nodes[nxt, 1]
+                contrib[i, f] += nval - val
+                val = nval
                 node = nxt
-            total += value[node]
-        scores[i] = total / n_trees
-        for f in range(nf):
-            contrib[i, f] /= n_trees
+            acc[i] += val
+    if agg == 0:
+        for i in range(n):
+            scores[i] = acc[i] / n_trees
+            for f in range(nf):
+                contrib[i, f] /= n_trees
+    else:
+        for i in range(n):
+            z = acc[i]
+            if z >= 0:
+                scores[i] = 1.0 / (1.0 + math.exp(-z))
+            else:
+                e = math.exp(z)
+                scores[i] = e / (1.0 + e)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,6 +196,7 @@ class CompiledModel:
     meta: dict[str, Any] = field(default_factory=dict)
     cols: npt.NDArray[np.int64] = field(init=False, repr=False)
     reason_of: tuple[str, ...] = field(init=False, repr=False)
+    nodes: F64 = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -130,9 +208,15 @@ class CompiledModel:
         object.__setattr__(self, "cols", cols)
         object.__setattr__(self, "reason_of", tuple(FEATURES[c].reason for c in cols))
         self._validate()
+        nodes = (
+            pack_nodes(self.arrays, self.kind == "forest")
+            if self.kind != "linear"
+            else np.zeros((0, 4), dtype=np.float64)
+        )
+        object.__setattr__(self, "nodes", nodes)
 
     def _validate(self) -> None:
-        spec = _FOREST_ARRAYS if self.kind == "forest" else _LINEAR_ARRAYS
+        spec = _LINEAR_ARRAYS if self.kind == "linear" else _TREE_ARRAYS
         for name, dt in spec.items():
             a = self.arrays.get(name)
             if a is None or a.dtype != np.dtype(dt) or a.ndim != 1:
@@ -148,24 +232,46 @@ class CompiledModel:
                 raise ModelError("model: non-finite linear parameters")
             return
         arr = self.arrays
+        if self.kind == "gbm":
+            b = arr.get("baseline")
+            if b is None or b.dtype != np.float64 or b.shape != (1,) or not np.isfinite(b).all():
+                raise ModelError("model: gbm needs a finite float64 'baseline' of one entry")
         n = arr["feature"].shape[0]
         if not (arr["threshold"].shape[0] == arr["left"].shape[0] == arr["right"].shape[0]
                 == arr["value"].shape[0] == n) or n == 0 or arr["roots"].shape[0] == 0:  # fmt: skip
-            raise ModelError("model: forest node arrays differ in length or are empty")
+            raise ModelError("model: tree node arrays differ in length or are empty")
         internal = arr["feature"] >= 0
         if (arr["feature"] >= nf).any() or ((arr["roots"] < 0) | (arr["roots"] >= n)).any():
-            raise ModelError("model: forest feature or root index out of range")
+            raise ModelError("model: tree feature or root index out of range")
+        idx = np.flatnonzero(internal)
         for side in ("left", "right"):
             child = arr[side][internal]
             # children come strictly after their parent, so traversal always terminates
-            if ((child <= np.flatnonzero(internal)) | (child >= n)).any():
-                raise ModelError(f"model: forest {side} child index out of range")
+            if ((child <= idx) | (child >= n)).any():
+                raise ModelError(f"model: tree {side} child index out of range")
+        if (arr["left"][internal] != idx + 1).any():
+            raise ModelError("model: tree left child is not the next node (trees must be preorder)")
         if not (np.isfinite(arr["value"]).all() and not np.isnan(arr["threshold"]).any()):
-            raise ModelError("model: non-finite forest values")
+            raise ModelError("model: non-finite tree values")
 
     @property
     def schema_version(self) -> int:
         return int(self.meta.get("feature_schema_version", SCHEMA_VERSION))
+
+    def predict_into(self, x: F64, scores: F64, contrib: F64) -> None:
+        """Write scores and per-model-feature contributions of ``x`` (schema order, C-contiguous
+        float64) into preallocated ``scores`` (n) and ``contrib`` (n x model features)."""
+        a = self.arrays
+        if self.kind == "linear":
+            linear_many(
+                x, self.cols, a["coef"], a["mean"], a["scale"], float(a["intercept"][0]),
+                scores, contrib,
+            )  # fmt: skip
+        elif self.kind == "forest":
+            forest_many(x, self.cols, self.nodes, a["roots"], AGG_MEAN, 0.0, scores, contrib)
+        else:
+            base = float(a["baseline"][0])
+            forest_many(x, self.cols, self.nodes, a["roots"], AGG_LOGIT_SUM, base, scores, contrib)
 
     def predict_many(self, x: F64) -> tuple[F64, F64]:
         """Scores and per-model-feature contributions for a feature matrix (schema order)."""
@@ -173,15 +279,5 @@ class CompiledModel:
         xs = np.ascontiguousarray(x, dtype=np.float64)
         scores = np.empty(n, dtype=np.float64)
         contrib = np.empty((n, len(self.cols)), dtype=np.float64)
-        a = self.arrays
-        if self.kind == "forest":
-            forest_many(
-                xs, self.cols, a["feature"], a["threshold"], a["left"], a["right"], a["value"],
-                a["roots"], scores, contrib,
-            )  # fmt: skip
-        else:
-            linear_many(
-                xs, self.cols, a["coef"], a["mean"], a["scale"], float(a["intercept"][0]),
-                scores, contrib,
-            )  # fmt: skip
+        self.predict_into(xs, scores, contrib)
         return scores, contrib

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -54,8 +58,9 @@ def data():
     [RandomForestClassifier(n_estimators=25, random_state=0),
      RandomForestClassifier(n_estimators=10, min_samples_leaf=5, random_state=1),
      ExtraTreesClassifier(n_estimators=10, random_state=0),
+     HistGradientBoostingClassifier(max_iter=40, random_state=0, early_stopping=False),
      make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))],
-    ids=["rf", "rf_leaf", "extra", "logreg"],
+    ids=["rf", "rf_leaf", "extra", "hgb", "logreg"],
 )  # fmt: skip
 def test_compiled_equals_predict_proba_on_held_data(data, est) -> None:
     t, x, cols = data
@@ -78,8 +83,7 @@ def test_kernels_equal_their_python_twins(data) -> None:
     outs = []
     for k in (C.forest_many, getattr(C.forest_many, "py_func", C.forest_many)):
         s, c = np.empty(200), np.empty((200, len(cols)))
-        k(x[:200], m.cols, a["feature"], a["threshold"], a["left"], a["right"], a["value"],
-          a["roots"], s, c)  # fmt: skip
+        k(x[:200], m.cols, m.nodes, a["roots"], 0, 0.0, s, c)
         outs.append((s, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
@@ -92,6 +96,22 @@ def test_kernels_equal_their_python_twins(data) -> None:
         k(x[:200], m.cols, a["coef"], a["mean"], a["scale"], float(a["intercept"][0]), s, c)
         outs.append((s, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
+
+
+def test_f32_threshold_equivalence_is_exact() -> None:
+    """x <= T(thr) exactly when float32(x) <= thr, including ties and neighbours."""
+    rng = np.random.default_rng(3)
+    thr = np.concatenate([rng.normal(0, 100, 500), np.float32(rng.normal(0, 5, 500)).astype(float),
+                          [0.0, -0.0, 1.5, 220.0, 1e-40, -1e-40]])  # fmt: skip
+    t = C.f32_equivalent_threshold(thr)
+    for k in range(thr.shape[0]):
+        t32 = np.float32(thr[k])
+        cands = [thr[k], float(t32), np.nextafter(t[k], -np.inf), t[k], np.nextafter(t[k], np.inf)]
+        u = np.nextafter(t32, np.float32(np.inf))
+        d = np.nextafter(t32, np.float32(-np.inf))
+        cands += [(float(t32) + float(u)) / 2, (float(t32) + float(d)) / 2]
+        for xv in cands:
+            assert (xv <= t[k]) == (float(np.float32(xv)) <= thr[k]), (thr[k], xv)
 
 
 def _scorer(data) -> tuple[ModelScorer, TxTable]:
