@@ -246,6 +246,7 @@ class ByzantineNode:
         self._seq = 10_000
         self._framed: set[bytes] = set()
         self._heard: list[bytes] = []
+        self._replayed: set[bytes] = set()
 
     def _att(self, entity: bytes, stance: str, now_us: int, seq: int | None = None) -> Attestation:
         self._seq += 1
@@ -282,7 +283,8 @@ class ByzantineNode:
 
     def on_message(self, src: str, topic: str, data: bytes, now_us: int) -> list[Action]:
         acts: list[Action] = []
-        if "replay" in self.behaviours:
+        if "replay" in self.behaviours and data not in self._replayed:
+            self._replayed.add(data)  # once each: two replaying members must not ping-pong forever
             acts.append(Broadcast(topic, data))
             if len(self._heard) < 500:
                 self._heard.append(data)
