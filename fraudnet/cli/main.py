@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("fraudnet.cli.ingest", "Send a transaction file to a running node."),
     "generate": ("fraudnet.cli.generate", "Write a generated transaction set to a file."),
     "bench": ("fraudnet.cli.bench", "Run a benchmark (machine-readable with --json)."),
+    "roster": ("fraudnet.cli.roster", "Create, change and verify the signed member roster."),
+    "verdict": ("fraudnet.cli.verdict", "Verify verdict certificates offline."),
     "audit": ("fraudnet.cli.audit", "Verify, inspect and prove a node's audit log."),
     "model": ("fraudnet.cli.model", "Train and inspect detection models."),
     "evaluate": ("fraudnet.cli.evaluate", "Replay a file, train, test: AUC, AP, CP@100."),
