@@ -188,7 +188,9 @@ def _validate(s: Settings) -> None:
         return ConfigError(f"{key}: {msg}")
 
     if s.broker.url and not s.broker.url.startswith("kafka://"):
-        raise bad("broker.url", f"must be empty (embedded) or kafka://host:port, got {s.broker.url!r}")
+        raise bad(
+            "broker.url", f"must be empty (embedded) or kafka://host:port, got {s.broker.url!r}"
+        )
     if not 1 <= s.broker.partitions <= 1024:
         raise bad("broker.partitions", "must be 1..1024")
     if not 1 <= s.broker.fetch_max_wait_ms <= 1500:
@@ -280,7 +282,7 @@ member = "{member}"           # the member (organisation) this node belongs to
 log_level = "info"             # debug | info | warning | error
 
 [broker]
-url = ""                       # "" = embedded in-memory broker; "kafka://host:9092" = a real cluster
+url = ""                       # "" = embedded in-memory broker; "kafka://host:9092" = real
 topic_prefix = "fraudnet"
 partitions = 4
 fetch_max_wait_ms = 10         # Faust hard-codes 1500 ms; see docs/architecture.md

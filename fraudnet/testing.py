@@ -19,12 +19,16 @@ from typing import Any
 FRAUDNET = [sys.executable, "-m", "fraudnet.cli.main"]
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(
         [*FRAUDNET, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and p.returncode != 0:
-        raise AssertionError(f"fraudnet {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+        raise AssertionError(
+            f"fraudnet {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}"
+        )
     return p
 
 
@@ -95,8 +99,9 @@ def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60) -
     try:
         while time.monotonic() < deadline:
             for m in c.consume(num_messages=1000, timeout=0.2):
-                if m.error() is None and m.value() is not None:
-                    values.append(m.value())
+                v = m.value()
+                if m.error() is None and v is not None:
+                    values.append(v)
             if until(values):
                 return values
         raise AssertionError(f"timed out reading {topic}: {len(values)} messages")
@@ -112,7 +117,9 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def init_network(root: Path, n: int, *, network_id: str = "testnet", threshold: float = 0.8) -> list[Path]:
+def init_network(
+    root: Path, n: int, *, network_id: str = "testnet", threshold: float = 0.8
+) -> list[Path]:
     """Create ``n`` node directories that form one network on 127.0.0.(10+i).
 
     Each node gets its own key; the members table lists every node's public

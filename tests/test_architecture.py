@@ -15,7 +15,12 @@ FORBIDDEN_IN_CORE = {
     "os", "pathlib", "io", "shutil", "tempfile", "signal", "select", "selectors",
     "sqlite3", "click", "rich", "prometheus_client", "logging",
 }  # fmt: skip
-FORBIDDEN_FRAUDNET_IN_CORE = ("fraudnet.adapters", "fraudnet.cli", "fraudnet.replay", "fraudnet.config")
+FORBIDDEN_FRAUDNET_IN_CORE = (
+    "fraudnet.adapters",
+    "fraudnet.cli",
+    "fraudnet.replay",
+    "fraudnet.config",
+)
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -45,7 +45,7 @@ __all__ = ["NetworkBridge"]
 log = logging.getLogger("fraudnet.network")
 
 
-class NetworkBridge(Service):  # type: ignore[misc]  # mode is untyped
+class NetworkBridge(Service):
     def __init__(
         self,
         settings: P2PSettings,
@@ -91,8 +91,11 @@ class NetworkBridge(Service):  # type: ignore[misc]  # mode is untyped
         )
         self.evidence = NetworkEvidence(self.p2p.member_id)
         self.address = await loop.run_in_executor(None, self.p2p.start)
-        log.info("p2p listening on %s", self.address,
-                 extra={"fields": {"event": "p2p_start", "address": self.address}})  # fmt: skip
+        log.info(
+            "p2p listening on %s",
+            self.address,
+            extra={"fields": {"event": "p2p_start", "address": self.address}},
+        )
 
     async def on_stop(self) -> None:
         if self.p2p is not None:
@@ -110,9 +113,14 @@ class NetworkBridge(Service):  # type: ignore[misc]  # mode is untyped
                 continue
             _epoch, card_ps, _term_ps = r.net_refs[0]
             sig = self.policy.offer(
-                "card", card_ps, d.score, now, reasons=_wire_reasons(d.reasons), n_tx=1,
+                "card",
+                card_ps,
+                d.score,
+                now,
+                reasons=_wire_reasons(d.reasons),
+                n_tx=1,
                 n_alerts=int(d.outcome != "allow"),
-            )  # fmt: skip
+            )
             if sig is not None:
                 out.append(sig)
         if not out:
@@ -122,10 +130,16 @@ class NetworkBridge(Service):  # type: ignore[misc]  # mode is untyped
         digest = hashlib.sha256(b"".join(s.pseudonym for s in out)).hexdigest()[:32]
         self._audit(
             event_record(
-                "signal_sent", at_us=now, actor=self.actor, action="offer",
-                outcome="queued" if queued else "dropped", origin="node",
-                resource=f"signals:{len(out)}", signal_id=digest, count=len(out),
-            )  # fmt: skip
+                "signal_sent",
+                at_us=now,
+                actor=self.actor,
+                action="offer",
+                outcome="queued" if queued else "dropped",
+                origin="node",
+                resource=f"signals:{len(out)}",
+                signal_id=digest,
+                count=len(out),
+            )
         )
 
     # -- inbound (on the loop thread) --------------------------------------------------
@@ -138,11 +152,16 @@ class NetworkBridge(Service):  # type: ignore[misc]  # mode is untyped
         if payload.signer != ev.own_member:
             self._audit(
                 event_record(
-                    "signal_received", at_us=now_us(), actor=self.actor, action="accept",
-                    origin=f"member:{payload.signer}", resource=f"signals:{len(payload.signals)}",
-                    signal_id=f"{payload.signer}:{payload.seq}", peer=payload.signer,
+                    "signal_received",
+                    at_us=now_us(),
+                    actor=self.actor,
+                    action="accept",
+                    origin=f"member:{payload.signer}",
+                    resource=f"signals:{len(payload.signals)}",
+                    signal_id=f"{payload.signer}:{payload.seq}",
+                    peer=payload.signer,
                     count=len(payload.signals),
-                )  # fmt: skip
+                )
             )
 
     def _audit(self, rec: AuditRecord) -> None:
@@ -186,6 +205,7 @@ class _P2PCollector:
                 yield CounterMetricFamily(f"fraudnet_{name}", name, value=value)
         if b.evidence is not None:
             yield GaugeMetricFamily(
-                "fraudnet_network_evidence_entities", "entities with network evidence",
+                "fraudnet_network_evidence_entities",
+                "entities with network evidence",
                 value=len(b.evidence),
-            )  # fmt: skip
+            )

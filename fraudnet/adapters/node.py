@@ -71,7 +71,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str = "json", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -179,7 +181,9 @@ def build_node(settings: Settings) -> Node:
 
     async def audit_decisions(decisions: Sequence[Decision], path: str) -> None:
         origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"
-        await audit.append_durable(decision_record(d, actor=actor, origin=origin) for d in decisions)
+        await audit.append_durable(
+            decision_record(d, actor=actor, origin=origin) for d in decisions
+        )
 
     runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)
@@ -251,7 +255,7 @@ def _build_network(
     return NetworkBridge(p2p, node_key, keyring, runtime, audit, actor, policy=policy)
 
 
-class _Lifecycle(Service):  # type: ignore[misc]  # mode is untyped
+class _Lifecycle(Service):
     """Announces the node once everything runs; drains in-flight work on stop."""
 
     def __init__(self, node: Node, on_ready: Callable[[Node], None] | None, **kw: Any) -> None:
@@ -297,7 +301,7 @@ async def _drain_before_stop(node: Node) -> None:
     node.ingest.pause()
     try:
         await node.runtime.drain(timeout=10.0)
-    except Exception as e:  # noqa: BLE001  shutdown goes on; the error is logged
+    except Exception as e:
         log.error("drain on stop failed: %r", e)
     counters = node.core.counters.as_dict()
     log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
@@ -312,7 +316,7 @@ async def _drain_before_stop(node: Node) -> None:
             ]
         )  # fmt: skip
         await node.audit.aclose()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         log.error("closing the audit log failed: %r", e)
 
 
@@ -326,7 +330,7 @@ def run_node(
     """Run until SIGTERM/SIGINT (or a service stops the worker); returns the exit code."""
     from faust import Worker
 
-    class NodeWorker(Worker):  # type: ignore[misc]  # faust is untyped
+    class NodeWorker(Worker):
         # Faust stops the app (and its producer) before the other services;
         # drain first, while everything still runs.
         async def on_stop(self) -> None:
@@ -347,9 +351,12 @@ def run_node(
     worker.spinner = None  # it writes terminal escapes to stdout, which belongs to the CLI
     node.app.fraudnet_worker = worker
 
+    stopping: list[asyncio.Future[None]] = []
+    fatal_errors: list[BaseException] = []
+
     def fatal(exc: BaseException) -> None:
-        worker._fraudnet_fatal = exc
-        asyncio.ensure_future(worker.stop())
+        fatal_errors.append(exc)
+        stopping.append(asyncio.ensure_future(worker.stop()))
 
     node.runtime.on_fatal = fatal
     code = 0
@@ -361,10 +368,8 @@ def run_node(
         node.dedup.close()
         if node.broker is not None:
             node.broker.stop()
-        try:
-            asyncio.get_event_loop_policy().set_event_loop(asyncio.new_event_loop())
-        except Exception:  # noqa: BLE001
-            pass
-    if getattr(worker, "_fraudnet_fatal", None) is not None:
+        # Faust closed the loop; leave a fresh one for whatever runs next in-process
+        asyncio.get_event_loop_policy().set_event_loop(asyncio.new_event_loop())
+    if fatal_errors:
         code = 6
     return code

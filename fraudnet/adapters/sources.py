@@ -46,7 +46,7 @@ def open_text(path: Path) -> TextIO:
     try:
         if path.name.lower().endswith(".gz"):
             return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+        return open(path, encoding="utf-8", newline="")
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror})") from None
 

@@ -69,7 +69,9 @@ def measure_hop(n: int = 300, waits: tuple[int, ...] = (10, 100, 1500)) -> dict[
 
 @click.command()
 @click.option("--messages", "-n", default=300, show_default=True)
-@click.option("--wait", "waits", multiple=True, type=int, default=(10, 100, 1500), show_default=True)
+@click.option(
+    "--wait", "waits", multiple=True, type=int, default=(10, 100, 1500), show_default=True
+)
 @click.option("--json", "as_json", is_flag=True)
 def cli(messages: int, waits: tuple[int, ...], as_json: bool) -> None:
     """Latency floor of one broker hop (produce -> consume) on the embedded broker."""

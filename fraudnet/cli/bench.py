@@ -15,6 +15,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "hop": ("fraudnet.bench.hop", "Latency floor of one broker hop on the embedded broker."),
     "gossip": ("fraudnet.bench.gossip", "Signal latency and loss across N node processes."),
     "audit": ("fraudnet.bench.audit", "Audit log: group-commit appends/s and verify time."),
+    "pipeline": (
+        "fraudnet.bench.pipeline",
+        "Whole node: tx/s, e2e and HTTP latency, RSS, reconciled.",
+    ),
     "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),
 }
 

@@ -20,8 +20,13 @@ USD = 0.92
 
 @click.command()
 @click.option("--transactions", "-n", default=50_000, show_default=True, type=click.IntRange(1))
-@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to leave the node directory (default: ./fraudnet-demo/<time>).")  # fmt: skip
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to leave the node directory (default: ./fraudnet-demo/<time>).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -66,7 +71,8 @@ def cli(transactions: int, workdir: Path | None, seed: int, as_json: bool, quiet
         o = s.outcomes
         bar.update(
             task, completed=s.decided + s.dead_letters,
-            info=f"allow {o['allow']} review {o['review']} block {o['block']} dead {s.dead_letters}",
+            info=f"allow {o['allow']} review {o['review']} block {o['block']} "
+            f"dead {s.dead_letters}",
         )  # fmt: skip
 
     driver = DemoDriver(node, transactions=transactions, seed=seed, progress=progress)
@@ -84,13 +90,17 @@ def cli(transactions: int, workdir: Path | None, seed: int, as_json: bool, quiet
     else:
         t = Table(title="fraudnet demo summary", show_header=False)
         rows = [
-            ("transactions sent", f"{d['transactions']} ({d['via_kafka']} via Kafka, {d['via_api']} via POST /v1/decide, {d['invalid_sent']} invalid)"),
+            (
+                "transactions sent",
+                f"{d['transactions']} ({d['via_kafka']} via Kafka, {d['via_api']} via "
+                f"POST /v1/decide, {d['invalid_sent']} invalid)",
+            ),
             ("decided", f"{d['decided']}  (decided twice: {d['decided_twice']})"),
             ("dead letters", str(d["dead_letters"])),
             ("reconciled", "yes" if d["reconciled"] else "NO"),
             ("throughput", f"{d['tx_per_s']:,.0f} transactions/s over {d['seconds']:.1f} s"),
             ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(d["outcomes"].items()))),
-            ("latency, Kafka in -> decision out", f"p50 {d['e2e_p50_ms']} ms, p99 {d['e2e_p99_ms']} ms"),
+            ("latency, Kafka in -> out", f"p50 {d['e2e_p50_ms']} ms, p99 {d['e2e_p99_ms']} ms"),
             ("latency, inside the node", f"p50 {d['node_p50_ms']} ms, p99 {d['node_p99_ms']} ms"),
             ("latency, POST /v1/decide", f"p50 {d['api_p50_ms']} ms, p99 {d['api_p99_ms']} ms"),
             ("frauds flagged (review/block)", f"{d['frauds_flagged']} of {d['frauds']}"),

@@ -109,7 +109,7 @@ def _batches(
     from fraudnet.adapters.sources import Unreadable, read_records
 
     batch: list[str] = []
-    for i, (loc, rec, raw) in enumerate(read_records(path, fmt)):
+    for i, (loc, rec, _raw) in enumerate(read_records(path, fmt)):
         if i < skip:
             continue
         if isinstance(rec, Unreadable):
@@ -181,14 +181,26 @@ async def _send_all(
 @click.option("--node", required=True, help="Node API URL, or a node directory.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None)
-@click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="Column layout of FILE (fdh = Fraud Detection Handbook CSV).")  # fmt: skip
-@click.option("--batch", "batch_size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default=None,
+    help="Column layout of FILE (fdh = Fraud Detection Handbook CSV).",
+)
+@click.option(
+    "--batch", "batch_size", default=500, show_default=True, type=click.IntRange(1, 10_000)
+)
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Progress file (default: .fraudnet-ingest/<file>.<hash>.json).")  # fmt: skip
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Progress file (default: .fraudnet-ingest/<file>.<hash>.json).",
+)
 @click.option("--restart", is_flag=True, help="Ignore saved progress and start from the top.")
-@click.option("--retry-for", default=60.0, show_default=True, help="Seconds to retry an unavailable node.")
+@click.option(
+    "--retry-for", default=60.0, show_default=True, help="Seconds to retry an unavailable node."
+)
 @click.option("--quiet", "-q", is_flag=True)
 def cli(
     file: Path,
@@ -223,9 +235,14 @@ def cli(
     for k in ("received", "decided", "duplicates", "dead_lettered"):
         totals.setdefault(k, 0)
     bar = Progress(
-        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"), disable=quiet, transient=False,
-    )  # fmt: skip
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=quiet,
+        transient=False,
+    )
 
     with bar:
         task = bar.add_task("ingest", total=None, completed=prog.acked, info="")
@@ -236,14 +253,21 @@ def cli(
                 totals[k] += int(result.get(k, 0))
             prog.save()
             bar.update(
-                task, completed=prog.acked,
-                info=f"decided {totals['decided']} dead {totals['dead_lettered']} dup {totals['duplicates']}",
-            )  # fmt: skip
+                task,
+                completed=prog.acked,
+                info=f"decided {totals['decided']} dead {totals['dead_lettered']} "
+                f"dup {totals['duplicates']}",
+            )
 
         asyncio.run(
             _send_all(
-                url, tok, _batches(file, fmt, prog.acked, batch_size, preset), prog,
-                concurrency, retry_for, on_ack,
-            )  # fmt: skip
+                url,
+                tok,
+                _batches(file, fmt, prog.acked, batch_size, preset),
+                prog,
+                concurrency,
+                retry_for,
+                on_ack,
+            )
         )
     click.echo(json.dumps({"records": prog.acked, **totals}))

@@ -35,16 +35,25 @@ def init(node_dir: Path, name: str | None, member: str, api_listen: str) -> None
     (node_dir / CONFIG_FILE).write_text(
         render_default_toml(name or node_dir.resolve().name, member, api_listen)
     )
-    click.echo(f"created node {node_dir} (edit {node_dir / CONFIG_FILE}; start: fraudnet node run {node_dir})")
+    click.echo(
+        f"created node {node_dir} (edit {node_dir / CONFIG_FILE}; "
+        f"start: fraudnet node run {node_dir})"
+    )
 
 
 @cli.command("run")
 @click.argument("node_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--broker", default=None, help="kafka://host:port of a real cluster (default: embedded).")
-@click.option("--api", "api_listen", default=None, help="host:port of the HTTP API (overrides node.toml).")
+@click.option(
+    "--broker", default=None, help="kafka://host:port of a real cluster (default: embedded)."
+)
+@click.option(
+    "--api", "api_listen", default=None, help="host:port of the HTTP API (overrides node.toml)."
+)
 @click.option("--model", default=None, help="Model file to score with (overrides node.toml).")
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", default="json", show_default=True, type=click.Choice(["json", "text"]))
+@click.option(
+    "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
+)
 def run(
     node_dir: Path,
     broker: str | None,
@@ -69,6 +78,9 @@ def run(
     configure_logging(settings.node.log_level, log_format)
     node = build_node(settings)
     if node.broker is not None:
-        click.echo(f"embedded broker: {node.bootstrap} (in memory; external clients may produce to it)", err=True)
+        click.echo(
+            f"embedded broker: {node.bootstrap} (in memory; external clients may produce to it)",
+            err=True,
+        )
     code = run_node(node, loglevel=settings.node.log_level)
     raise SystemExit(code)

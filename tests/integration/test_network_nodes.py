@@ -26,7 +26,11 @@ def test_signals_flow_between_node_processes(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         eps = [stack.enter_context(running_node(d)) for d in dirs]
         for ep in eps:
-            assert ep["p2p"].startswith("/ip4/127.0.0.") and "/tcp/" in ep["p2p"] and "/p2p/" in ep["p2p"]
+            assert (
+                ep["p2p"].startswith("/ip4/127.0.0.")
+                and "/tcp/" in ep["p2p"]
+                and "/p2p/" in ep["p2p"]
+            )
         wait_for(lambda: all(_metric(ep["api"], "fraudnet_p2p_connected_members") >= 2 for ep in eps),
                  60, "mesh of 3")  # fmt: skip
         a = eps[0]

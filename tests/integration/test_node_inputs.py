@@ -48,7 +48,9 @@ def test_ingest_resumes_after_client_crash_without_deciding_twice(tmp_path: Path
         proc.wait(10)
         acked = json.loads(state.read_text())["acked"]
         assert 1000 <= acked < 6002
-        out = run_cli("ingest", str(f), "--node", str(d), "-q", "--batch", "100", "--state", str(state))
+        out = run_cli(
+            "ingest", str(f), "--node", str(d), "-q", "--batch", "100", "--state", str(state)
+        )
         total = json.loads(out.stdout.strip().splitlines()[-1])
         assert total["records"] == 6002
         assert total["dead_lettered"] == 2
@@ -84,7 +86,9 @@ def test_msgpack_values_on_the_ingest_topic(tmp_path: Path) -> None:
         assert p.flush(10) == 0
         vals = read_topic(ep["broker"], ep["topics"]["decisions"],
                           until=lambda vs: sum(len(decode_decisions(v)) for v in vs) >= 200)  # fmt: skip
-        assert sorted(x.tx_id for v in vals for x in decode_decisions(v)) == sorted(f"mp-{i}" for i in range(200))
+        assert sorted(x.tx_id for v in vals for x in decode_decisions(v)) == sorted(
+            f"mp-{i}" for i in range(200)
+        )
         dls = read_topic(ep["broker"], ep["topics"]["dead_letters"], until=lambda vs: len(vs) >= 1)
         assert "msgpack" in json.loads(dls[0])["reason"]
 
@@ -119,14 +123,18 @@ def test_tls_when_a_certificate_is_configured(tmp_path: Path) -> None:
     c, k = _self_signed(tmp_path)
     d = _init(tmp_path, "t")
     text = (d / "node.toml").read_text()
-    text = text.replace('tls_cert = ""', f'tls_cert = "{c}"').replace('tls_key = ""', f'tls_key = "{k}"')
+    text = text.replace('tls_cert = ""', f'tls_cert = "{c}"').replace(
+        'tls_key = ""', f'tls_key = "{k}"'
+    )
     (d / "node.toml").write_text(text)
     with running_node(d) as ep:
         assert ep["api"].startswith("https://")
         auth = {"Authorization": f"Bearer {ep['token']}"}
         tx = {"tx_id": "tls-1", "timestamp": "2024-05-01T10:00:00Z", "card": "c1",
               "terminal_id": "T1", "amount": "5.00"}  # fmt: skip
-        r = requests.post(f"{ep['api']}/v1/decide", json=tx, headers=auth, timeout=10, verify=str(c))
+        r = requests.post(
+            f"{ep['api']}/v1/decide", json=tx, headers=auth, timeout=10, verify=str(c)
+        )
         assert r.status_code == 200 and r.json()["tx_id"] == "tls-1"
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{ep['api']}/health", timeout=10)  # untrusted without the CA
@@ -148,7 +156,9 @@ def test_saturated_api_sheds_with_503_and_retry_after(tmp_path: Path) -> None:
         statuses: list[Any] = []
 
         def big() -> None:
-            statuses.append(requests.post(f"{ep['api']}/v1/ingest", data=body, headers=auth, timeout=120))
+            statuses.append(
+                requests.post(f"{ep['api']}/v1/ingest", data=body, headers=auth, timeout=120)
+            )
 
         shed = None
         for _attempt in range(5):  # bounded: the 503 needs the two requests to overlap

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from fraudnet.core.records import decode_decisions
-
 from fraudnet.testing import read_topic, run_cli, running_node, wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,9 +34,17 @@ def _decisions(values: list[bytes]) -> list[Any]:
 def test_ingest_file_then_exactly_one_decision_each(node: Any, tmp_path: Path) -> None:
     f = tmp_path / "tx.jsonl"
     run_cli("generate", "--out", str(f), "-n", "10000", "--seed", "3")
-    out = run_cli("ingest", str(f), "--node", str(node["dir"]), "-q", "--state", str(tmp_path / "p.json"))
+    out = run_cli(
+        "ingest", str(f), "--node", str(node["dir"]), "-q", "--state", str(tmp_path / "p.json")
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary == {"records": 10000, "received": 10000, "decided": 10000, "duplicates": 0, "dead_lettered": 0}
+    assert summary == {
+        "records": 10000,
+        "received": 10000,
+        "decided": 10000,
+        "duplicates": 0,
+        "dead_lettered": 0,
+    }
     values = read_topic(
         node["broker"], node["topics"]["decisions"],
         until=lambda vs: len({d.tx_id for d in _decisions(vs) if d.tx_id.startswith("g")}) >= 10000,
@@ -45,7 +52,16 @@ def test_ingest_file_then_exactly_one_decision_each(node: Any, tmp_path: Path) -
     ids = [d.tx_id for d in _decisions(values) if d.tx_id.startswith("g")]
     assert len(ids) == 10000 == len(set(ids))
     # re-sending the whole file decides nothing twice
-    out = run_cli("ingest", str(f), "--node", str(node["dir"]), "-q", "--restart", "--state", str(tmp_path / "p.json"))
+    out = run_cli(
+        "ingest",
+        str(f),
+        "--node",
+        str(node["dir"]),
+        "-q",
+        "--restart",
+        "--state",
+        str(tmp_path / "p.json"),
+    )
     again = json.loads(out.stdout.strip().splitlines()[-1])
     assert again["decided"] == 0 and again["duplicates"] == 10000
     health = requests.get(f"{node['api']}/health", timeout=5).json()
@@ -81,7 +97,9 @@ def test_external_kafka_client_feeds_the_node(node: Any) -> None:
     reasons = [json.loads(v) for v in dls if b'"partition' in v]
     fields = sorted(str(r["field"]) for r in reasons)
     assert fields == ["None", "amount_minor", "currency"]
-    assert all(r["source"] == node["topics"]["tx_in"] and "offset" in r["location"] for r in reasons)
+    assert all(
+        r["source"] == node["topics"]["tx_in"] and "offset" in r["location"] for r in reasons
+    )
 
 
 def test_http_api_contract(node: Any) -> None:
@@ -90,14 +108,26 @@ def test_http_api_contract(node: Any) -> None:
     tx = {"tx_id": "api-1", "timestamp": "2024-05-01T10:00:00Z", "card": "4111111111111111",
           "terminal_id": "T1", "amount": "999.00"}  # fmt: skip
     assert requests.post(f"{url}/v1/decide", json=tx, timeout=5).status_code == 401
-    assert requests.post(f"{url}/v1/decide", json=tx, headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+    assert (
+        requests.post(
+            f"{url}/v1/decide", json=tx, headers={"Authorization": "Bearer nope"}, timeout=5
+        ).status_code
+        == 401
+    )
     r = requests.post(f"{url}/v1/decide", json=tx, headers=auth, timeout=5)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["outcome"] == "block" and body["reasons"] and body["model_id"] and not body["duplicate"]
+    assert (
+        body["outcome"] == "block"
+        and body["reasons"]
+        and body["model_id"]
+        and not body["duplicate"]
+    )
     r2 = requests.post(f"{url}/v1/decide", json=tx, headers=auth, timeout=5).json()
     assert r2["duplicate"] and r2["outcome"] == "block"
-    bad = requests.post(f"{url}/v1/decide", json={**tx, "tx_id": "api-2", "amount": "x"}, headers=auth, timeout=5)
+    bad = requests.post(
+        f"{url}/v1/decide", json={**tx, "tx_id": "api-2", "amount": "x"}, headers=auth, timeout=5
+    )
     assert bad.status_code == 400 and bad.json()["field"] == "amount"
     notjson = requests.post(f"{url}/v1/decide", data=b"{", headers=auth, timeout=5)
     assert notjson.status_code == 400 and "JSON" in notjson.json()["error"]
@@ -110,9 +140,19 @@ def test_http_api_contract(node: Any) -> None:
 
 def test_labels_endpoint(node: Any) -> None:
     auth = {"Authorization": f"Bearer {node['token']}"}
-    r = requests.post(f"{node['api']}/v1/labels", json={"tx_id": "api-1", "kind": "fraud"}, headers=auth, timeout=5)
+    r = requests.post(
+        f"{node['api']}/v1/labels",
+        json={"tx_id": "api-1", "kind": "fraud"},
+        headers=auth,
+        timeout=5,
+    )
     assert r.status_code == 200 and r.json() == {"accepted": 1}
-    bad = requests.post(f"{node['api']}/v1/labels", json={"tx_id": "api-1", "kind": "maybe"}, headers=auth, timeout=5)
+    bad = requests.post(
+        f"{node['api']}/v1/labels",
+        json={"tx_id": "api-1", "kind": "maybe"},
+        headers=auth,
+        timeout=5,
+    )
     assert bad.status_code == 400
     vals = read_topic(node["broker"], node["topics"]["labels"], until=lambda vs: len(vs) >= 1)
     assert json.loads(vals[0])["kind"] == "fraud"
@@ -148,7 +188,10 @@ def test_label_reaches_the_scorer(node: Any) -> None:
     auth = {"Authorization": f"Bearer {node['token']}"}
     tx = {"tx_id": "lab-1", "timestamp": "2024-05-01T10:00:00Z", "card": "card-lab",
           "terminal_id": "T7", "amount": "10.00"}  # fmt: skip
-    assert requests.post(f"{node['api']}/v1/decide", json=tx, headers=auth, timeout=5).status_code == 200
+    assert (
+        requests.post(f"{node['api']}/v1/decide", json=tx, headers=auth, timeout=5).status_code
+        == 200
+    )
     for tx_id in ("lab-1", "no-such-tx"):
         r = requests.post(f"{node['api']}/v1/labels", json={"tx_id": tx_id, "kind": "chargeback"},
                           headers=auth, timeout=5)  # fmt: skip

@@ -52,7 +52,7 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Score -> outcome: ``block`` at or above ``block_at``, ``review`` at or above ``review_at``."""
+    """Score -> outcome: ``block`` from ``block_at`` up, ``review`` from ``review_at`` up."""
 
     review_at: float = 0.5
     block_at: float = 0.9

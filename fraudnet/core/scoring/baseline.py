@@ -70,7 +70,7 @@ class BaselineScorer:
         return ScoreBatch(scores=scores, reasons=reasons)
 
     def snapshot(self) -> bytes:
-        return msgpack.packb({str(k): v for k, v in self._cards.items()})
+        return bytes(msgpack.packb({str(k): v for k, v in self._cards.items()}))
 
     def restore(self, data: bytes) -> None:
         obj = msgpack.unpackb(data)

@@ -57,7 +57,11 @@ class NetworkEvidence:
             self._table.move_to_end(key)
         prev = entry.get(signer)
         first = signal.observed_at_us if prev is None else min(prev[1], signal.observed_at_us)
-        entry[signer] = (signal.score_milli, first, max(signal.expires_at_us, prev[2] if prev else 0))
+        entry[signer] = (
+            signal.score_milli,
+            first,
+            max(signal.expires_at_us, prev[2] if prev else 0),
+        )
 
     def query(self, kind: str, canonical: bytes, now_us: int) -> EntityEvidence:
         entry = self._table.get((kind, canonical))

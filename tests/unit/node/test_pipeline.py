@@ -27,7 +27,9 @@ def _core() -> NodeCore:
 def test_records_carry_no_card_number_and_round_trip() -> None:
     core = _core()
     recs = [r for r in generate(GeneratorConfig(customers=50, terminals=80, days=3), limit=200)]
-    admitted = [core.admit_one(r, source="gen", location=str(i), now_us=1) for i, r in enumerate(recs)]
+    admitted = [
+        core.admit_one(r, source="gen", location=str(i), now_us=1) for i, r in enumerate(recs)
+    ]
     txs = [a for a in admitted if isinstance(a, TxRecord)]
     assert len(txs) == 200
     blob = encode_tx_batch(txs, [1] * len(txs), "b1")

@@ -114,9 +114,14 @@ def test_pseudonym_is_keyed_and_canonical(value: str) -> None:
     assert len(a) == 32
 
 
-@given(st.dictionaries(st.sampled_from(list(GOOD) + ["x"]), st.one_of(
-    st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=40), st.booleans()
-)))
+@given(
+    st.dictionaries(
+        st.sampled_from([*GOOD, "x"]),
+        st.one_of(
+            st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=40), st.booleans()
+        ),
+    )
+)
 def test_parser_never_crashes(rec: dict[str, object]) -> None:
     try:
         parse_record({**GOOD, **rec})
