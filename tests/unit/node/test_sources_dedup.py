@@ -59,3 +59,32 @@ def test_generator_is_deterministic_and_has_frauds() -> None:
     assert len({r["tx_id"] for r in a}) == 3000
     assert sum(r["label"] for r in a) > 0
     assert [r["timestamp"] for r in a] == sorted(r["timestamp"] for r in a)
+
+
+def test_cross_member_attacks_are_labelled_and_cross_members() -> None:
+    from collections import Counter
+
+    from fraudnet.replay.generator import Attack
+
+    cfg = GeneratorConfig(
+        customers=300, terminals=600, days=5, members=4, seed=2,
+        attacks=(
+            Attack("card_testing", day=1, count=10, members=3, duration_s=1800),
+            Attack("compromised_card", day=2, count=5, members=2),
+            Attack("compromised_terminal", day=1, count=2),
+            Attack("account_takeover", day=3, count=3, duration_s=86400),
+        ),
+    )  # fmt: skip
+    recs = list(generate(cfg))
+    assert recs == list(generate(cfg))
+    by = Counter(r["scenario"] for r in recs)
+    assert by[4] == 10 * 5 and by[5] == 5 * 4 and by[2] > 0 and by[6] > 0
+    assert all(r["label"] == 1 for r in recs if r["scenario"] in (2, 4, 5, 6))
+    testing = [r for r in recs if r["scenario"] == 4]
+    for card in {r["card"] for r in testing}:
+        rows = [r for r in testing if r["card"] == card]
+        assert len({r["member"] for r in rows}) == 3  # one card, three acquirers
+        assert sum(float(r["amount"]) < 3.01 for r in rows) == 4  # tiny probes, then a cash-out
+    ts = [r["timestamp"] for r in recs]
+    assert ts == sorted(ts)
+    assert {r["member"] for r in recs} == {0, 1, 2, 3}
