@@ -130,6 +130,17 @@ class TrainResult:
     train_rows: int
 
 
+def decile_bins(xt: F64) -> tuple[F64, F64]:
+    """Per-column training deciles (edges, n x 9) and the share of training rows in each
+    of the 10 ``le`` bins they define (for PSI drift metrics)."""
+    edges = np.quantile(xt, np.linspace(0.1, 0.9, 9), axis=0).T.copy()
+    frac = np.empty((xt.shape[1], 10), dtype=np.float64)
+    for f in range(xt.shape[1]):
+        b = np.searchsorted(edges[f], xt[:, f], side="left")
+        frac[f] = np.bincount(b, minlength=10)[:10] / max(xt.shape[0], 1)
+    return edges, frac
+
+
 def validate(
     table: TxTable, x: F64, cols: list[int], start_day: int, train_days: int,
     delay_days: int, candidates: list[str], jobs: int, folds: int = FOLDS,
@@ -197,6 +208,7 @@ def train(
     xt = x[train_mask][:, cols]
     yt = table.fraud[train_mask]
     est = fit(chosen, xt, yt, jobs)
+    edges, frac = decile_bins(xt)
     meta = {
         "candidate": chosen,
         "validation": val,
@@ -210,6 +222,8 @@ def train(
         "sklearn_version": sklearn.__version__,
         "train_mean": [float(v) for v in xt.mean(axis=0)],
         "train_std": [float(v) for v in xt.std(axis=0)],
+        "train_edges": edges.tolist(),
+        "train_bin_frac": frac.tolist(),
         "train_score_quantiles": [
             float(v) for v in np.quantile(est.predict_proba(xt)[:, 1], np.linspace(0.0, 1.0, 11))
         ],

@@ -66,6 +66,7 @@ class FeatureState:
         self.kcounters = np.zeros(K.N_COUNTERS, dtype=np.int64)
         self.evicted = {"card": 0, "terminal": 0}
         self.a: dict[str, npt.NDArray[Any]] = {}
+        self._args: tuple[Any, ...] | None = None
         self.c_meta = np.zeros(1, dtype=np.int64)
         self.t_meta = np.zeros(1, dtype=np.int64)
         self._alloc("card", min(_INITIAL, self.config.max_cards))
@@ -98,6 +99,7 @@ class FeatureState:
         return spec[name]
 
     def _alloc(self, kind: str, capacity: int) -> None:
+        self._args = None
         names = _CARD_ARRAYS if kind == "card" else _TERM_ARRAYS
         used = int((self.c_meta if kind == "card" else self.t_meta)[0])
         for name in names:
@@ -162,11 +164,20 @@ class FeatureState:
         self.evicted[kind] += used - m
 
     # ----------------------------------------------------------------- batch
+    def ensure_room(self, now: float) -> None:
+        """Grow or evict (rule 2) any entity map that is full; ``now`` is event time."""
+        if self.n_cards >= self.capacity("card"):
+            self._make_room("card", now)
+        if self.n_terminals >= self.capacity("terminal"):
+            self._make_room("terminal", now)
+
     def fold_state_args(self) -> tuple[Any, ...]:
         """The state arguments of :func:`~.kernels.fold_many`, in order (up to
-        ``counters``); valid until the next eviction or growth."""
+        ``counters``). Cached; the cache is dropped whenever arrays are replaced."""
+        if self._args is not None:
+            return self._args
         a = self.a
-        return (
+        self._args = (
             a["c_tab_keys"], a["c_tab_slot"], a["c_keys"], self.c_meta, a["c_ring_ts"],
             a["c_ring_amt"], a["c_ring_fp"], a["c_ovf_cnt"], a["c_ovf_f"], a["c_ovf_head"],
             a["c_pos"], a["c_n"], a["c_last"], a["c_unordered"],
@@ -174,6 +185,7 @@ class FeatureState:
             a["t_head"], a["t_lhead"], a["t_lab_cnt"], a["t_lab_fraud"],
             a["t_rt_cnt"], a["t_rt_dist"], a["t_last"], self.params, self.kcounters,
         )  # fmt: skip
+        return self._args
 
     def fold_arrays(
         self,
@@ -212,10 +224,7 @@ class FeatureState:
             done = K.fold_many(*args)
             if done >= n:
                 break
-            if self.n_cards >= self.capacity("card"):
-                self._make_room("card", now)
-            if self.n_terminals >= self.capacity("terminal"):
-                self._make_room("terminal", now)
+            self.ensure_room(now)
             start = done
         return out
 
@@ -313,6 +322,7 @@ class FeatureState:
             raise InputError("feature state snapshot: counters missing or mis-shaped")
         st.kcounters[:] = ctr
         st.evicted = evicted
+        st._args = None
         c_n = st.a["c_n"][:nc]
         c_pos = st.a["c_pos"][:nc]
         if ((c_n < 0) | (c_n > config.card_ring) | (c_pos < 0) | (c_pos >= config.card_ring)).any():

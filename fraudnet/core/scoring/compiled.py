@@ -113,8 +113,11 @@ def forest_many(
 ) -> None:  # pragma: no cover - numba
     """Tree-ensemble scores of the rows of ``x[:, cols]`` and path contributions.
 
-    Trees are the outer loop so one tree stays in cache across the batch.
-    ``agg`` 0: mean of leaf values; 1: ``sigmoid(base + sum)``.
+    ``agg`` 0: mean of leaf values; 1: ``sigmoid(base + sum)``. Trees are the
+    outer loop so one tree stays in cache across the batch; the child is
+    chosen without a branch (the split outcome is data-dependent and
+    mispredicts about half the time). Leaf values are added in tree order,
+    so a row's score does not depend on the batch it came in.
     """
     n = x.shape[0]
     nf = cols.shape[0]
@@ -134,7 +137,8 @@ def forest_many(
                 if fi < 0.0:
                     break
                 f = int(fi)
-                nxt = node + 1 if x[i, cols[f]] <= nodes[node, 0] else int(nodes[node, 3])
+                go_right = np.int64(x[i, cols[f]] > nodes[node, 0])
+                nxt = node + 1 + go_right * (int(nodes[node, 3]) - node - 1)
                 nval = nodes[nxt, 1]
                 contrib[i, f] += nval - val
                 val = nval

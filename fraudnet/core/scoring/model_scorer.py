@@ -1,12 +1,19 @@
 """ModelScorer: the feature state plus a compiled model, behind the Scorer contract.
 
-``score_many`` folds the batch into the window state (one kernel call),
-scores it (one kernel call) and attaches reason codes. The node swaps the
-model without losing state with :meth:`ModelScorer.swap_model`, as long as
-the new model assumes the same window geometry (``feature_config``);
-otherwise the swap is refused (:class:`~fraudnet.errors.ModelError`)
-because features computed with another geometry would not match what the
-model was trained on.
+``score_many`` folds the batch into the window state, scores it, picks
+reason codes and updates the drift histograms in one kernel call
+(:mod:`~.fused`). The node swaps the model without losing state with
+:meth:`ModelScorer.swap_model`, as long as the new model assumes the same
+window geometry (``feature_config``); otherwise the swap is refused
+(:class:`~fraudnet.errors.ModelError`) because features computed with
+another geometry would not match what the model was trained on.
+
+Drift (:meth:`ModelScorer.drift_metrics`): a score histogram (fixed
+Prometheus ``le`` buckets, :data:`~.fused.SCORE_EDGES`), and per model
+feature the mean shift against training (in training standard deviations)
+and the population stability index over the training deciles (when the
+model file carries them: ``train_edges`` / ``train_bin_frac``, written by
+``fraudnet model train``). Counts restart at a model swap.
 """
 
 from __future__ import annotations
@@ -18,14 +25,38 @@ import numpy.typing as npt
 
 from fraudnet.errors import InputError, ModelError
 
+from ..features.schema import N_FEATURES
 from ..features.state import FeatureState
 from ..records import TxColumns
 from .base import ScoreBatch
 from .compiled import CompiledModel
+from .fused import KIND_FOREST, KIND_GBM, KIND_LINEAR, SCORE_EDGES, score_fused
 from .modelfile import encode_model, model_id_of
-from .reasons import reasons_many
+from .reasons import LOW_RISK
 
 __all__ = ["ModelScorer"]
+
+_EMPTY = np.zeros(0, dtype=np.float64)
+_PSI_EPS = 1e-4
+
+
+class _Decoder(dict[int, tuple[str, ...]]):
+    """Reason key (see :func:`~.fused.reason_keys`) -> code tuple, filled on demand."""
+
+    def __init__(self, codes: list[str]) -> None:
+        super().__init__()
+        self.codes = codes
+
+    def __missing__(self, key: int) -> tuple[str, ...]:
+        base = len(self.codes) + 1
+        out = []
+        k = key
+        while k:
+            out.append(self.codes[k % base - 1])
+            k //= base
+        val = tuple(out) if out else (LOW_RISK,)
+        self[key] = val
+        return val
 
 
 class ModelScorer:
@@ -38,16 +69,42 @@ class ModelScorer:
         *,
         model_id: str | None = None,
         top_reasons: int = 3,
+        min_contribution: float = 0.01,
     ) -> None:
         self.state = state or FeatureState(model.feature_config)
         if self.state.config != model.feature_config:
             raise ModelError("model scorer: the state's feature config differs from the model's")
+        self.top_reasons = top_reasons
+        self.min_contribution = min_contribution
+        self._set_model(model, model_id)
+
+    def _set_model(self, model: CompiledModel, model_id: str | None) -> None:
         self.model = model
         self._model_id = model_id or model_id_of(encode_model(model))
-        self.top_reasons = top_reasons
+        a = model.arrays
+        nf = len(model.cols)
+        codes = sorted(set(model.reason_of))
+        code_of = np.array([codes.index(c) for c in model.reason_of], dtype=np.int64)
+        if model.kind == "linear":
+            kind, base = KIND_LINEAR, float(a["intercept"][0])
+            lin = (a["coef"], a["mean"], a["scale"])
+        else:
+            kind = KIND_FOREST if model.kind == "forest" else KIND_GBM
+            base = 0.0 if model.kind == "forest" else float(a["baseline"][0])
+            lin = (_EMPTY, _EMPTY, _EMPTY)
+        roots = a["roots"] if model.kind != "linear" else np.zeros(0, dtype=np.int32)
+        self._margs = (kind, model.cols, model.nodes, roots, base, *lin, code_of, len(codes),
+                       self.top_reasons, self.min_contribution)  # fmt: skip
+        self._decode = _Decoder(codes)
+        edges, frac = _train_bins(model.meta, nf)
+        self._edges = edges
+        self._train_frac = frac
+        #: per model feature: running sum and sum of squares over scored rows
+        self.feature_sums = np.zeros((2, nf), dtype=np.float64)
+        self._fcounts = np.zeros((nf, edges.shape[1] + 1), dtype=np.int64)
+        self._score_counts = np.zeros(SCORE_EDGES.shape[0] + 1, dtype=np.int64)
+        self._score_sum = np.zeros(1, dtype=np.float64)
         self.scored = 0
-        #: per-feature running sums over scored rows (for drift metrics): n, sum, sum of squares
-        self.feature_sums = np.zeros((2, len(model.cols)), dtype=np.float64)
 
     @property
     def model_id(self) -> str:
@@ -64,14 +121,39 @@ class ModelScorer:
         )
 
     def score_many(self, batch: TxColumns) -> ScoreBatch:
-        x = self.features_many(batch)
-        scores, contrib = self.model.predict_many(x)
-        reasons = reasons_many(contrib, self.model.reason_of, top=self.top_reasons)
-        self.scored += len(batch)
-        xm = x[:, self.model.cols]
-        self.feature_sums[0] += xm.sum(axis=0)
-        self.feature_sums[1] += (xm * xm).sum(axis=0)
-        return ScoreBatch(scores=scores, reasons=reasons)
+        n = len(batch)
+        if n == 0:
+            return ScoreBatch(scores=np.zeros(0, dtype=np.float64), reasons=[])
+        cols = (
+            _c(batch.card_key, np.uint64), _c(batch.terminal_key, np.uint64),
+            _c(batch.ts_s, np.float64), _c(batch.amount, np.float64), _c(batch.label, np.int8),
+        )  # fmt: skip
+        if not all(c.shape == (n,) for c in cols):
+            raise InputError("feature batch: columns differ in length")
+        order = np.empty(n, dtype=np.int64)
+        x = np.empty((n, N_FEATURES), dtype=np.float64)
+        scores = np.empty(n, dtype=np.float64)
+        contrib = np.empty((n, len(self.model.cols)), dtype=np.float64)
+        keys = np.empty(n, dtype=np.int64)
+        st = self.state
+        start = 0
+        while True:
+            args = (*st.fold_state_args(), *cols, start, order, x, *self._margs, scores, contrib,
+                    keys, self.feature_sums, self._edges, self._fcounts, self._score_counts,
+                    self._score_sum)  # fmt: skip
+            r = score_fused(*args)
+            if r == n:
+                break
+            if r < 0:
+                raise InputError(
+                    f"feature batch: row {-r - 1} has a non-finite time or amount, or a time "
+                    "outside 1970..2106"
+                )
+            st.ensure_room(float(cols[2].max()))
+            start = r
+        self.scored += n
+        dec = self._decode
+        return ScoreBatch(scores=scores, reasons=[dec[k] for k in keys.tolist()])
 
     def apply_labels(
         self,
@@ -90,10 +172,7 @@ class ModelScorer:
                 f"({model.feature_config.to_json()}) than the running state"
             )
         old = self._model_id
-        self.model = model
-        self._model_id = model_id or model_id_of(encode_model(model))
-        self.feature_sums = np.zeros((2, len(model.cols)), dtype=np.float64)
-        self.scored = 0
+        self._set_model(model, model_id)
         return old
 
     def drift(self) -> dict[str, Any]:
@@ -112,6 +191,39 @@ class ModelScorer:
             out[name] = float((v - float(m)) / max(float(s), 1e-9))
         return out
 
+    def drift_metrics(self) -> dict[str, Any]:
+        """Prometheus-friendly drift data since the model was loaded.
+
+        ``{"model_id", "scored", "score_histogram": {"buckets": [[le, cumulative
+        count], ..., ["+Inf", n]], "sum", "count"}, "feature_mean_shift": {name:
+        float}, "feature_psi": {name: float}}`` -- export the histogram as
+        ``fraudnet_score`` buckets and the others as gauges labelled by feature.
+        PSI uses the training deciles (absent for models without them); the
+        usual reading is < 0.1 stable, 0.1-0.25 moderate, > 0.25 significant shift.
+        """
+        cum = np.cumsum(self._score_counts).tolist()
+        buckets: list[list[Any]] = [[float(e), int(c)] for e, c in zip(SCORE_EDGES, cum[:-1],
+                                                                       strict=True)]  # fmt: skip
+        buckets.append(["+Inf", int(cum[-1])])
+        psi: dict[str, float] = {}
+        if self.scored and self._train_frac is not None:
+            live = self._fcounts / self.scored
+            for k, name in enumerate(self.model.feature_names):
+                e = np.maximum(self._train_frac[k], _PSI_EPS)
+                a = np.maximum(live[k], _PSI_EPS)
+                psi[name] = float(np.sum((a - e) * np.log(a / e)))
+        return {
+            "model_id": self._model_id,
+            "scored": self.scored,
+            "score_histogram": {
+                "buckets": buckets,
+                "sum": float(self._score_sum[0]),
+                "count": int(cum[-1]),
+            },
+            "feature_mean_shift": self.drift(),
+            "feature_psi": psi,
+        }
+
     def snapshot(self) -> bytes:
         return self.state.snapshot()
 
@@ -120,3 +232,28 @@ class ModelScorer:
         if st.config != self.model.feature_config:
             raise InputError("state snapshot: its feature config differs from the model's")
         self.state = st
+
+
+def _c(a: npt.NDArray[Any], dtype: Any) -> npt.NDArray[Any]:
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _train_bins(
+    meta: dict[str, Any], nf: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    """Training decile edges (nf x 9) and bin fractions (nf x 10) from model metadata;
+    an empty edge matrix (and None) when absent or malformed."""
+    edges, frac = meta.get("train_edges"), meta.get("train_bin_frac")
+    try:
+        e = np.asarray(edges, dtype=np.float64)
+        f = np.asarray(frac, dtype=np.float64)
+        ok = (e.ndim == 2 and e.shape[0] == nf and f.shape == (nf, e.shape[1] + 1)
+              and bool(np.isfinite(e).all()) and bool(np.isfinite(f).all())
+              and bool((np.diff(e, axis=1) >= 0).all()))  # fmt: skip
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        return np.zeros((nf, 0), dtype=np.float64), None
+    return np.ascontiguousarray(e), f
