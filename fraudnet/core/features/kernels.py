@@ -73,6 +73,8 @@ P_BUCKET_S = 1
 P_TZ_S = 2
 P_LABEL_BUCKET_S = 3
 N_PARAMS = 4
+#: version of the state array layout (snapshots of another layout are refused)
+STATE_LAYOUT = 2
 #: overflow day buckets per card (30-day window + the current day + 1)
 OVF_DAYS = 32
 NO_DAY = -1

@@ -37,16 +37,16 @@ from .container import pack, unpack
 from .hashmap import new_table, rebuild
 from .schema import N_FEATURES, SCHEMA_VERSION, FeatureConfig
 
-__all__ = ["FeatureState"]
+__all__ = ["CARD_ARRAYS", "TERM_ARRAYS", "FeatureState"]
 
 _MAGIC: Final = b"FNFS"
 _INITIAL: Final = 1024
 F64 = npt.NDArray[np.float64]
 
 # per-entity arrays: name -> (dtype, row shape from config, fill value)
-_CARD_ARRAYS: Final = ("c_keys", "c_ring_ts", "c_ring_amt", "c_ring_fp", "c_ovf_cnt", "c_ovf_f",
+CARD_ARRAYS: Final = ("c_keys", "c_ring_ts", "c_ring_amt", "c_ring_fp", "c_ovf_cnt", "c_ovf_f",
                        "c_ovf_head", "c_pos", "c_n", "c_last", "c_unordered")  # fmt: skip
-_TERM_ARRAYS: Final = ("t_keys", "t_head", "t_lhead", "t_lab_cnt", "t_lab_fraud", "t_rt_cnt",
+TERM_ARRAYS: Final = ("t_keys", "t_head", "t_lhead", "t_lab_cnt", "t_lab_fraud", "t_rt_cnt",
                        "t_rt_dist", "t_last")  # fmt: skip
 #: largest event time the card ring can hold (uint32 seconds)
 MAX_TS: Final = float(2**32 - 1)
@@ -73,7 +73,7 @@ class FeatureState:
         self._alloc("terminal", min(_INITIAL, self.config.max_terminals))
 
     # ---------------------------------------------------------------- layout
-    def _row_spec(self, name: str) -> tuple[Any, tuple[int, ...], Any]:
+    def row_spec(self, name: str) -> tuple[Any, tuple[int, ...], Any]:
         c = self.config
         spec: dict[str, tuple[Any, tuple[int, ...], Any]] = {
             "c_keys": (np.uint64, (), 0),
@@ -100,10 +100,10 @@ class FeatureState:
 
     def _alloc(self, kind: str, capacity: int) -> None:
         self._args = None
-        names = _CARD_ARRAYS if kind == "card" else _TERM_ARRAYS
+        names = CARD_ARRAYS if kind == "card" else TERM_ARRAYS
         used = int((self.c_meta if kind == "card" else self.t_meta)[0])
         for name in names:
-            dtype, row, fill = self._row_spec(name)
+            dtype, row, fill = self.row_spec(name)
             new = np.full((capacity, *row), fill, dtype=dtype)
             old = self.a.get(name)
             if old is not None:
@@ -154,10 +154,10 @@ class FeatureState:
             evict[oldest] = True
         keep = np.flatnonzero(~evict)
         m = keep.shape[0]
-        for name in _CARD_ARRAYS if kind == "card" else _TERM_ARRAYS:
+        for name in CARD_ARRAYS if kind == "card" else TERM_ARRAYS:
             arr = self.a[name]
             arr[:m] = arr[keep]
-            _, _, fill = self._row_spec(name)
+            _, _, fill = self.row_spec(name)
             arr[m:used] = fill
         meta[0] = m
         rebuild(self.a[f"{p}_tab_keys"], self.a[f"{p}_tab_slot"], self.a[f"{p}_keys"], m)
@@ -260,14 +260,27 @@ class FeatureState:
         return int(applied)
 
     # -------------------------------------------------------------- snapshot
+    def snapshot_shard(self, shard: int, n_shards: int) -> bytes:
+        """The entities with ``key mod n_shards == shard`` (see :mod:`.shards`)."""
+        from .shards import snapshot_shard
+
+        return snapshot_shard(self, shard, n_shards)
+
+    def restore_shard(self, data: bytes) -> tuple[int, int]:
+        """Merge a :meth:`snapshot_shard` blob; returns (cards, terminals) restored."""
+        from .shards import restore_shard
+
+        return restore_shard(self, data)
+
     def snapshot(self) -> bytes:
         """All state as bytes (only used slots are written)."""
         nc, nt = self.n_cards, self.n_terminals
-        arrays = {n: self.a[n][:nc] for n in _CARD_ARRAYS}
-        arrays.update({n: self.a[n][:nt] for n in _TERM_ARRAYS})
+        arrays = {n: self.a[n][:nc] for n in CARD_ARRAYS}
+        arrays.update({n: self.a[n][:nt] for n in TERM_ARRAYS})
         arrays["counters"] = self.kcounters
         meta = {
             "schema_version": SCHEMA_VERSION,
+            "layout": K.STATE_LAYOUT,
             "config": self.config.to_json(),
             "n_cards": nc,
             "n_terminals": nt,
@@ -285,10 +298,10 @@ class FeatureState:
             evicted = {k: int(meta["evicted"][k]) for k in ("card", "terminal")}
         except Exception as e:
             raise InputError(f"feature state snapshot: bad header ({e})") from None
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if meta.get("schema_version") != SCHEMA_VERSION or meta.get("layout") != K.STATE_LAYOUT:
             raise InputError(
-                f"feature state snapshot: schema {meta.get('schema_version')!r}, "
-                f"this node uses {SCHEMA_VERSION}"
+                f"feature state snapshot: schema {meta.get('schema_version')!r} layout "
+                f"{meta.get('layout')!r}, this node uses {SCHEMA_VERSION} / {K.STATE_LAYOUT}"
             )
         if not (0 <= nc <= config.max_cards and 0 <= nt <= config.max_terminals):
             raise InputError("feature state snapshot: entity counts exceed the config bounds")
@@ -299,9 +312,9 @@ class FeatureState:
                 cap *= 2
             bound = config.max_cards if kind == "card" else config.max_terminals
             cap = min(cap, bound)
-            names = _CARD_ARRAYS if kind == "card" else _TERM_ARRAYS
+            names = CARD_ARRAYS if kind == "card" else TERM_ARRAYS
             for name in names:
-                dtype, row, fill = st._row_spec(name)
+                dtype, row, fill = st.row_spec(name)
                 arr = arrays.get(name)
                 if arr is None or arr.dtype != np.dtype(dtype) or arr.shape != (count, *row):
                     raise InputError(

@@ -227,6 +227,16 @@ class ModelScorer:
     def snapshot(self) -> bytes:
         return self.state.snapshot()
 
+    def snapshot_shard(self, shard: int, n_shards: int) -> bytes:
+        """Window state of the entities with ``key mod n_shards == shard`` (one durable
+        table value per shard; see :mod:`fraudnet.core.features.shards`)."""
+        return self.state.snapshot_shard(shard, n_shards)
+
+    def restore_shard(self, data: bytes) -> tuple[int, int]:
+        """Merge one shard's state (insert or overwrite its entities); returns
+        (cards, terminals). :class:`InputError` on damage, state unchanged."""
+        return self.state.restore_shard(data)
+
     def restore(self, data: bytes) -> None:
         st = FeatureState.restore(data)
         if st.config != self.model.feature_config:
