@@ -20,6 +20,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "Whole node: tx/s, e2e and HTTP latency, RSS, reconciled.",
     ),
     "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),
+    "policy": ("fraudnet.bench.policy", "Policy evaluation (100 rules, batched), ns per tx."),
 }
 
 

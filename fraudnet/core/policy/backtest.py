@@ -63,11 +63,10 @@ class BacktestStats:
         for code in range(4):
             m = res.codes == code
             self.by_action[code] += (m.sum(), amount[m].sum(), f[m].sum(), fa[m].sum())
-        hits = np.concatenate([res.list_hits, res.rule_hits], axis=1)
-        n_lr = hits.shape[1]
+        n_lr = res.hits.shape[0]
         if n_lr:
-            hf = hits.astype(np.float64)
-            self.src[:n_lr] += np.stack([hf.sum(0), amount @ hf, f @ hf, fa @ hf], axis=1)
+            hf = res.hits.astype(np.float64)
+            self.src[:n_lr] += np.stack([hf.sum(1), hf @ amount, hf @ f, hf @ fa], axis=1)
         seg = np.where(res.segment < 0, len(self.policy.bundle.segments), res.segment)
         for k in range(len(self.policy.bundle.segments) + 1):
             m = seg == k

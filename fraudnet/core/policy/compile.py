@@ -283,8 +283,16 @@ class _Compiler:
             raise CompileError(f"'in' needs a number or a categorical field, found {t}", node.col)
         negate = node.negate
 
+        small = values.shape[0] <= 8
+
         def isin(c: EvalContext) -> Any:
-            hit = np.isin(fn(c), values)
+            x = fn(c)
+            if small:
+                hit = np.zeros(np.shape(x), dtype=np.bool_)
+                for v in values:
+                    hit |= x == v
+            else:
+                hit = np.isin(x, values)
             return np.logical_not(hit) if negate else hit
 
         return isin

@@ -123,7 +123,8 @@ class PolicyResult:
 
     * ``codes`` -- action code (:data:`ACTION_NAMES`);
     * ``decisive`` -- index into ``sources`` of the deciding list/rule/segment, -1 default;
-    * ``rule_hits`` / ``list_hits`` -- every rule / list that matched (n x rules / lists);
+    * ``hits`` -- every list, then every rule, that matched (sources x n; source-major
+      so that each condition writes one contiguous row);
     * ``segment`` -- index of the transaction's segment, -1 for ``[thresholds]``.
     """
 
@@ -132,8 +133,8 @@ class PolicyResult:
     version: int
     codes: npt.NDArray[np.int8]
     decisive: npt.NDArray[np.int32]
-    rule_hits: B
-    list_hits: B
+    hits: B
+    n_lists: int
     segment: npt.NDArray[np.int32]
     sources: tuple[str, ...]
     stage_members: tuple[npt.NDArray[np.int32], ...]  # per code: source indices of its stage
@@ -141,33 +142,59 @@ class PolicyResult:
     def __len__(self) -> int:
         return int(self.codes.shape[0])
 
+    @property
+    def list_hits(self) -> B:
+        """Lists x transactions."""
+        return self.hits[: self.n_lists]
+
+    @property
+    def rule_hits(self) -> B:
+        """Rules x transactions."""
+        return self.hits[self.n_lists :]
+
     def action(self, i: int) -> str:
         return ACTION_NAMES[int(self.codes[i])]
 
     def policy_reasons(self, i: int) -> tuple[str, ...]:
         """The policy's reason codes of transaction ``i`` (empty when allowed by default)."""
-        d = int(self.decisive[i])
-        if d < 0:
-            return ()
-        src = self.sources[d]
-        out = [src]
-        if src.startswith(("rule:", "list:")):
-            n_lists = self.list_hits.shape[1]
-            for s in self.stage_members[int(self.codes[i])]:
-                if s == d or len(out) >= MAX_POLICY_REASONS:
-                    continue
-                hit = self.list_hits[i, s] if s < n_lists else self.rule_hits[i, s - n_lists]
-                if hit:
-                    out.append(self.sources[s])
-        if self.codes[i] == STEP_UP:
-            out.insert(0, "action:step_up")
-        return tuple(out)
+        return self.reasons_many([()] * len(self), only=np.array([i]))[i]
 
-    def reasons_many(self, model_reasons: Sequence[tuple[str, ...]]) -> list[tuple[str, ...]]:
-        """Final reason codes: the policy's, then the model's."""
+    def reasons_many(
+        self, model_reasons: Sequence[tuple[str, ...]], only: npt.NDArray[np.intp] | None = None
+    ) -> list[tuple[str, ...]]:
+        """Final reason codes per transaction: the policy's, then the model's.
+
+        Vectorised: the matching sources of every rule-decided transaction are
+        found with one pass per stage, not a Python loop over rules.
+        """
         out = list(model_reasons)
-        for i in np.flatnonzero(self.decisive >= 0):
-            out[i] = self.policy_reasons(int(i)) + tuple(model_reasons[i])
+        decided = np.flatnonzero(self.decisive >= 0) if only is None else only
+        decided = decided[self.decisive[decided] >= 0]
+        if decided.shape[0] == 0:
+            return out
+        src = self.sources
+        extra: dict[int, list[int]] = {}
+        for code, members in enumerate(self.stage_members):
+            if members.shape[0] < 2:
+                continue
+            sel = decided[self.codes[decided] == code]
+            if sel.shape[0] == 0:
+                continue
+            sub = self.hits[members][:, sel]  # members x txs
+            keep = sub & (np.cumsum(sub, axis=0) <= MAX_POLICY_REASONS)
+            t_pos, m_pos = np.nonzero(keep.T)  # ordered by tx, then member
+            for tp, mp in zip(t_pos.tolist(), m_pos.tolist(), strict=True):
+                extra.setdefault(int(sel[tp]), []).append(int(members[mp]))
+        for i in decided.tolist():
+            d = int(self.decisive[i])
+            first = src[d]
+            parts = [first]
+            for s in extra.get(i, ()):
+                if s != d and len(parts) < MAX_POLICY_REASONS:
+                    parts.append(src[s])
+            if self.codes[i] == STEP_UP:
+                parts.insert(0, "action:step_up")
+            out[i] = (*parts, *model_reasons[i])
         return out
 
 
@@ -218,16 +245,16 @@ class Policy:
         missing = [v for v in self.bundle.velocities if v not in velocity]
         if missing:
             raise PolicyError(f"policy {self.bundle.policy_id}: velocity values missing: {missing}")
-        list_hits = np.zeros((n, len(self.lists)), dtype=np.bool_)
+        n_lists = len(self.lists)
+        hits = np.zeros((n_lists + len(self.rules), n), dtype=np.bool_)
         lists_by_id: dict[str, B] = {}
         for k, cl in enumerate(self.lists):
-            list_hits[:, k] = _list_hits(cl, inp, now_s)
-            lists_by_id[cl.lst.id] = list_hits[:, k]
+            hits[k] = _list_hits(cl, inp, now_s)
+            lists_by_id[cl.lst.id] = hits[k]
         ctx = EvalContext(inp=inp, velocity=velocity, lists=lists_by_id)
-        rule_hits = np.zeros((n, len(self.rules)), dtype=np.bool_)
         for j, r in enumerate(self.rules):
             if r.enabled:
-                rule_hits[:, j] = r.condition.mask(ctx)
+                hits[n_lists + j] = r.condition.mask(ctx)
         # segment thresholds: first matching segment, else the default row
         n_seg = len(self.bundle.segments)
         segment = np.full(n, n_seg, dtype=np.int32)
@@ -235,7 +262,6 @@ class Policy:
             segment[(segment == n_seg) & s.condition.mask(ctx)] = k
         review_at = self.seg_review[segment]
         block_at = self.seg_block[segment]
-        hits = np.concatenate([list_hits, rule_hits], axis=1)
         codes = np.zeros(n, dtype=np.int8)
         decisive = np.full(n, -1, dtype=np.int32)
         undecided = np.ones(n, dtype=np.bool_)
@@ -244,11 +270,11 @@ class Policy:
             members = self.stages[code]
             if members.shape[0] == 0:
                 return
-            sub = hits[:, members]
-            fired = undecided & sub.any(axis=1)
+            sub = hits[members]
+            fired = undecided & sub.any(axis=0)
             if fired.any():
                 codes[fired] = code
-                decisive[fired] = members[np.argmax(sub[fired], axis=1)]
+                decisive[fired] = members[np.argmax(sub[:, fired], axis=0)]
                 undecided[fired] = False
 
         def by_score(at: F64, code: int) -> None:
@@ -266,7 +292,7 @@ class Policy:
         b = self.bundle
         return PolicyResult(
             policy_id=b.policy_id, sha256=b.sha256, version=b.version, codes=codes,
-            decisive=decisive, rule_hits=rule_hits, list_hits=list_hits,
+            decisive=decisive, hits=hits, n_lists=n_lists,
             segment=np.where(segment == n_seg, -1, segment).astype(np.int32),
             sources=self.sources,
             stage_members=tuple(self.stages[c] for c in range(4)),

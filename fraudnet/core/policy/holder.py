@@ -163,7 +163,7 @@ class ShadowStats:
     def add(self, tx_ids: Sequence[str], live: PolicyResult, cand: PolicyResult,
             rule_ids: Sequence[str]) -> None:  # fmt: skip
         np.add.at(self.matrix, (live.codes.astype(np.intp), cand.codes.astype(np.intp)), 1)
-        counts = cand.rule_hits.sum(axis=0)
+        counts = cand.rule_hits.sum(axis=1)
         for rid, c in zip(rule_ids, counts, strict=True):
             if c:
                 self.rule_hits[rid] = self.rule_hits.get(rid, 0) + int(c)
@@ -194,6 +194,8 @@ class EngineResult:
     live: PolicyResult
     live_version: int
     shadow: PolicyResult | None
+    #: the live policy's velocity values by velocity id (for review history summaries)
+    velocity: dict[str, F64]
 
 
 class PolicyEngine:
@@ -217,7 +219,8 @@ class PolicyEngine:
                 for sid, spec in inst.bundle.velocities.items():
                     specs[f"{tag}:{sid}"] = spec
         folded = self.velocity.fold_many(specs, inp)
-        lres = live.policy.evaluate_many(inp, _values_of(folded, "L"), now_s)
+        lvals = _values_of(folded, "L")
+        lres = live.policy.evaluate_many(inp, lvals, now_s)
         sres = None
         if shadow is not None:
             if self.shadow_stats is None or self._shadow_seen != shadow.version:
@@ -228,7 +231,7 @@ class PolicyEngine:
             self.shadow_stats.live_id = live.bundle.policy_id
             sres = shadow.policy.evaluate_many(inp, _values_of(folded, "S"), now_s)
             self.shadow_stats.add(tx_ids, lres, sres, [r.id for r in shadow.policy.rules])
-        return EngineResult(lres, live.version, sres)
+        return EngineResult(lres, live.version, sres, lvals)
 
     def prune_velocity(self) -> None:
         """Drop velocity states neither the live nor the shadow policy uses (after a swap)."""
