@@ -11,6 +11,19 @@ history, bit for bit. Nothing sleeps: time jumps from event to event.
 The harness knows nothing about consensus: whole node cores (features,
 model, signals, consensus) can be wrapped as actors, and scenario files can
 drive them through :meth:`SimNet.schedule`.
+
+Faults besides the link model (all seeded or scheduled, so still one history
+per seed):
+
+* :meth:`SimNet.crash` -- a node is down during ``[at_us, restart_us)``:
+  messages and timers addressed to it are lost, scheduled calls (work the
+  durable stream holds for it, e.g. transactions) are deferred to
+  ``restart_us``; the actor's optional ``on_crash(now)`` / ``on_restart(now)``
+  hooks drop and rebuild its volatile state.
+* :meth:`SimNet.slow` -- every message from or to a node is delayed by an
+  extra amount during an interval (a slow or overloaded node).
+
+:class:`NetStats` also counts messages and bytes per node (``per_node``).
 """
 
 from __future__ import annotations
@@ -25,9 +38,13 @@ __all__ = [
     "Actor",
     "Broadcast",
     "LinkModel",
+    "NetStats",
+    "NodeStats",
+    "Outage",
     "Partition",
     "Send",
     "SimNet",
+    "Slowdown",
     "Timer",
 ]
 
@@ -103,6 +120,14 @@ class Partition:
 
 
 @dataclass(slots=True)
+class NodeStats:
+    sent: int = 0
+    sent_bytes: int = 0
+    received: int = 0
+    received_bytes: int = 0
+
+
+@dataclass(slots=True)
 class NetStats:
     sent: int = 0
     delivered: int = 0
@@ -110,6 +135,34 @@ class NetStats:
     duplicated: int = 0
     partitioned: int = 0
     bytes: int = 0
+    #: messages lost because the destination was down (crashed)
+    down: int = 0
+    per_node: dict[str, NodeStats] = field(default_factory=dict)
+
+    def node(self, name: str) -> NodeStats:
+        st = self.per_node.get(name)
+        if st is None:
+            st = self.per_node[name] = NodeStats()
+        return st
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """``node`` is down during ``[start_us, end_us)``."""
+
+    node: str
+    start_us: int
+    end_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slowdown:
+    """Messages from or to ``node`` take ``extra_us`` longer during ``[start_us, end_us)``."""
+
+    node: str
+    start_us: int
+    end_us: int
+    extra_us: int
 
 
 @dataclass(order=True, slots=True)
@@ -138,6 +191,33 @@ class SimNet:
         self._actors: dict[str, Actor] = {}
         self._queue: list[_Event] = []
         self._order = 0
+        self._outages: list[Outage] = []
+        self._slow: list[Slowdown] = []
+
+    def crash(self, node: str, at_us: int, restart_us: int) -> None:
+        """Take ``node`` down during ``[at_us, restart_us)`` (see module docstring)."""
+        if restart_us <= at_us:
+            raise ValueError("restart must come after the crash")
+        self._outages.append(Outage(node, at_us, restart_us))
+        self._push(at_us, "crash", node, None)
+        self._push(restart_us, "restart", node, None)
+
+    def slow(self, node: str, start_us: int, end_us: int, extra_us: int) -> None:
+        """Delay every message from or to ``node`` by ``extra_us`` during the interval."""
+        self._slow.append(Slowdown(node, start_us, end_us, extra_us))
+
+    def is_down(self, node: str, now_us: int) -> bool:
+        return any(o.node == node and o.start_us <= now_us < o.end_us for o in self._outages)
+
+    def _down_until(self, node: str, now_us: int) -> int | None:
+        ends = [o.end_us for o in self._outages if o.node == node and o.start_us <= now_us < o.end_us]
+        return max(ends) if ends else None
+
+    def _extra_delay(self, src: str, dst: str) -> int:
+        now = self.now_us
+        return sum(
+            s.extra_us for s in self._slow if s.node in (src, dst) and s.start_us <= now < s.end_us
+        )
 
     def add(self, name: str, actor: Actor) -> None:
         if name in self._actors:
@@ -169,6 +249,9 @@ class SimNet:
     def _transmit(self, src: str, dst: str, topic: str, data: bytes) -> None:
         self.stats.sent += 1
         self.stats.bytes += len(data)
+        ns = self.stats.node(src)
+        ns.sent += 1
+        ns.sent_bytes += len(data)
         if any(p.cuts(src, dst, self.now_us) for p in self.partitions):
             self.stats.partitioned += 1
             return
@@ -177,8 +260,9 @@ class SimNet:
             return
         copies = 2 if self.link.duplicate and self.rng.random() < self.link.duplicate else 1
         self.stats.duplicated += copies - 1
+        extra = self._extra_delay(src, dst) if self._slow else 0
         for _ in range(copies):
-            self._push(self.now_us + self._delay(), "msg", dst, (src, topic, data))
+            self._push(self.now_us + self._delay() + extra, "msg", dst, (src, topic, data))
 
     def _apply(self, node: str, actions: list[Action]) -> None:
         for a in actions:
@@ -205,15 +289,32 @@ class SimNet:
             ev = heapq.heappop(self._queue)
             self.now_us = ev.at_us
             actor = self._actors[ev.node]
+            n += 1
+            if self._outages and ev.kind not in ("crash", "restart"):
+                until = self._down_until(ev.node, self.now_us)
+                if until is not None:
+                    if ev.kind == "call":  # durable work waits for the restart
+                        self._push(until, "call", ev.node, ev.payload)
+                    elif ev.kind == "msg":
+                        self.stats.down += 1
+                    continue
             if ev.kind == "msg":
                 src, topic, data = ev.payload
                 self.stats.delivered += 1
+                rs = self.stats.node(ev.node)
+                rs.received += 1
+                rs.received_bytes += len(data)
                 out = actor.on_message(src, topic, data, self.now_us)
             elif ev.kind == "timer":
                 out = actor.on_timer(ev.payload, self.now_us)
+            elif ev.kind == "crash":
+                hook = getattr(actor, "on_crash", None)
+                out = hook(self.now_us) if hook is not None else []
+            elif ev.kind == "restart":
+                hook = getattr(actor, "on_restart", None)
+                out = hook(self.now_us) if hook is not None else []
             else:
                 out = ev.payload(self.now_us)
             self._apply(ev.node, out)
-            n += 1
         self.now_us = max(self.now_us, end_us)
         return n
