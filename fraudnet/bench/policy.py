@@ -41,12 +41,17 @@ def bench_bundle(n_rules: int, seed: int = 0) -> bytes:
     """The TOML of a synthetic bundle with ``n_rules`` varied rules."""
     rng = np.random.default_rng(seed)
     out = ['[policy]\nname = "bench"\nversion = 1\n']
-    for vid, ent, meas, win in (("c1h", "card", "count", "1h"), ("t1d", "terminal", "count", "1d"),
-                                ("m1h", "merchant", "sum", "1h"), ("d1d", "device", "count", "1d")):
+    for vid, ent, meas, win in (
+        ("c1h", "card", "count", "1h"),
+        ("t1d", "terminal", "count", "1d"),
+        ("m1h", "merchant", "sum", "1h"),
+        ("d1d", "device", "count", "1d"),
+    ):
         out.append(f'[[velocity]]\nid = "{vid}"\nentity = "{ent}"\nmeasure = "{meas}"\n'
                    f'window = "{win}"\n')  # fmt: skip
     for k in range(8):
-        out.append(f'[[segments]]\nid = "s{k}"\nwhen = "mcc == {5000 + k} and channel == \'ecom\'"\n'
+        out.append(f'[[segments]]\nid = "s{k}"\n'
+                   f'when = "mcc == {5000 + k} and channel == \'ecom\'"\n'
                    f"review_at = 0.{3 + k % 5}\nblock_at = 0.9{k}\n")  # fmt: skip
     templates = [
         "amount > {a}",
@@ -55,10 +60,10 @@ def bench_bundle(n_rules: int, seed: int = 0) -> bytes:
         "feature.{f} > {x}",
         "velocity.c1h >= {c} and amount > {a}",
         "velocity.t1d > {c}0 or velocity.d1d > {c}",
-        "has(\"merchant\") and velocity.m1h > {a}0",
+        'has("merchant") and velocity.m1h > {a}0',
         "mcc in [4829, 5967, 7995] and (hour < 6 or hour >= 23)",
-        "amount / max(feature.CARD_AMOUNT_RATIO_30DAY, 1) > {a} and not in_list(\"good\")",
-        "in_list(\"watch\") and amount > {a}",
+        'amount / max(feature.CARD_AMOUNT_RATIO_30DAY, 1) > {a} and not in_list("good")',
+        'in_list("watch") and amount > {a}',
     ]
     actions = ("review", "review", "block", "step_up", "allow")
     for j in range(n_rules):
@@ -66,8 +71,10 @@ def bench_bundle(n_rules: int, seed: int = 0) -> bytes:
             a=int(rng.integers(300, 2000)), s=int(rng.integers(3, 9)), c=int(rng.integers(3, 9)),
             f=_FEATS[j % len(_FEATS)], x=round(float(rng.uniform(4.9, 5.0)), 3),
         )  # fmt: skip
-        out.append(f'[[rules]]\nid = "r{j}"\nversion = 1\ndescription = "bench rule {j}"\n'
-                   f'action = "{actions[j % len(actions)]}"\nwhen = \'\'\'{t}\'\'\'\n')
+        out.append(
+            f'[[rules]]\nid = "r{j}"\nversion = 1\ndescription = "bench rule {j}"\n'
+            f"action = \"{actions[j % len(actions)]}\"\nwhen = '''{t}'''\n"
+        )
     for lid, action in (("good", "allow"), ("watch", "none")):
         out.append(f'[[lists]]\nid = "{lid}"\nkind = "card"\naction = "{action}"\n')
         refs = rng.integers(0, 2**63, size=10_000, dtype=np.int64)

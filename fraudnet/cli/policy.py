@@ -156,12 +156,14 @@ def _load_generated(path: Path, secret: bytes, rates: dict[str, float]) -> dict[
     return out
 
 
-def _load_history(data: Path, preset: str, secret: bytes, rates: dict[str, float]) -> dict[str, Any]:
+def _load_history(
+    data: Path, preset: str, secret: bytes, rates: dict[str, float]
+) -> dict[str, Any]:
     if preset == "auto":
         try:
             import gzip
 
-            with (gzip.open(data, "rt") if data.suffix == ".gz" else data.open()) as f:
+            with gzip.open(data, "rt") if data.suffix == ".gz" else data.open() as f:
                 head = f.readline()
         except OSError as e:
             raise InputError(f"{data}: cannot read ({e.strerror or e})") from None
@@ -191,7 +193,8 @@ def _print_report(rep: dict[str, Any]) -> None:
         click.echo(f"\n[{p['role']}] {p['policy_id']}  sha256={p['sha256'][:16]}")
         click.echo(f"  flagged {o['flagged']:,}  precision {_fmt(o['precision'])}  recall "
                    f"{_fmt(o['recall'])}  fraud caught {o['flagged_frauds']:,} "
-                   f"({o['fraud_amount_caught']:,.2f}, share {_fmt(o['fraud_amount_caught_share'])})"
+                   f"({o['fraud_amount_caught']:,.2f}, "
+                   f"share {_fmt(o['fraud_amount_caught_share'])})"
                    f"  block precision {_fmt(o['block_precision'])}")  # fmt: skip
         click.echo(f"  {'action':<10}{'tx':>12}{'frauds':>10}{'fraud amount':>16}")
         for a, s in p["by_action"].items():
@@ -202,7 +205,9 @@ def _print_report(rep: dict[str, Any]) -> None:
         click.echo(f"  {'source':<34}{'matched':>10}{'frauds':>9}{'precision':>10}"
                    f"{'fraud amount':>14}{'decided':>9}")  # fmt: skip
         for kind, r in rows:
-            label = f"{kind} {r['id']}" + (f"@v{r['version']} ({r['action']})" if kind == "rule" else "")
+            label = f"{kind} {r['id']}" + (
+                f"@v{r['version']} ({r['action']})" if kind == "rule" else ""
+            )
             click.echo(f"  {label[:34]:<34}{r['matched']:>10,}{r['matched_frauds']:>9,}"
                        f"{_fmt(r['precision']):>10}{r['fraud_amount_matched']:>14,.2f}"
                        f"{r['decided']:>9,}")  # fmt: skip
@@ -210,16 +215,34 @@ def _print_report(rep: dict[str, Any]) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="History: FDH CSV(.gz) or a file from 'fraudnet generate' (CSV/JSONL).")
-@click.option("--live", "live", type=click.Path(dir_okay=False, path_type=Path),
-              help="The live policy, reported next to the candidate.")
-@click.option("--preset", type=click.Choice(["auto", "fdh", "generated"]), default="auto",
-              show_default=True)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Score with this model (score is 0 without one).")
-@click.option("--node", "node_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Use this node's local secret, so card/terminal list entries match.")
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="History: FDH CSV(.gz) or a file from 'fraudnet generate' (CSV/JSONL).",
+)
+@click.option(
+    "--live",
+    "live",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The live policy, reported next to the candidate.",
+)
+@click.option(
+    "--preset", type=click.Choice(["auto", "fdh", "generated"]), default="auto", show_default=True
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score with this model (score is 0 without one).",
+)
+@click.option(
+    "--node",
+    "node_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Use this node's local secret, so card/terminal list entries match.",
+)
 @click.option("--rate", "rates", multiple=True, help="Exchange rate CUR=X (generated data).")
 @click.option("--json", "as_json", is_flag=True)
 def backtest(file: Path, data: Path, live: Path | None, preset: str, model_path: Path | None,
@@ -317,7 +340,7 @@ def lists_add(file: Path, list_id: str, value: str | None, node_dir: Path | None
     key, ident = _ident(bundle, idx, node_dir, value)
     if any(e.ident == ident for e in bundle.lists[idx].entries):
         raise PolicyError(f"{file}: list {list_id!r} already holds this entry")
-    lines = [f"[[lists.entries]]", f"{key} = {json.dumps(ident)}"]
+    lines = ["[[lists.entries]]", f"{key} = {json.dumps(ident)}"]
     if expires:
         try:
             dt = datetime.fromisoformat(expires)
@@ -335,7 +358,7 @@ def lists_add(file: Path, list_id: str, value: str | None, node_dir: Path | None
     end = block[1] - 1  # 0-based index of the first line after the list's block
     while end > block[0] and not src[end - 1].strip():
         end -= 1
-    new = src[:end] + ["", *lines, ""] + src[end:]
+    new = [*src[:end], "", *lines, "", *src[end:]]
     b = _edit(file, "\n".join(new).rstrip("\n") + "\n")
     click.echo(f"{file}: added {key} {ident} to {list_id}; now {b.policy_id} sha256={b.sha256}")
 

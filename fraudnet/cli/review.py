@@ -32,7 +32,8 @@ def _when(us: int | None) -> str:
 def _line(it: ReviewItem) -> str:
     why = it.reasons[0] if it.reasons else "-"
     return (f"{it.tx_id:<20} {_when(it.ts_us)}  {it.action:<8} {it.amount:>10.2f} "
-            f"{it.score:>6.3f}  card {it.card_ref.hex()[:12]}  {it.status:<8} {why[:60]}")  # fmt: skip
+            f"{it.score:>6.3f}  card {it.card_ref.hex()[:12]}  {it.status:<8} "
+            f"{why[:60]}")  # fmt: skip
 
 
 node_option = click.option(
@@ -56,7 +57,7 @@ def cli() -> None:
 def list_(node_dir: Path, status: str, limit: int, offset: int, as_json: bool) -> None:
     """List queued transactions, oldest first."""
     with open_review_queue(node_dir, create=False) as q:
-        items = q.list(status, limit, offset)
+        items = q.items(status, limit, offset)
         counts = q.counts()
     if as_json:
         click.echo(json.dumps({"counts": counts, "items": [i.to_json() for i in items]}))
@@ -104,8 +105,12 @@ def show(node_dir: Path, tx_id: str, as_json: bool) -> None:
 @click.argument("verdict", type=click.Choice(["fraud", "genuine"]))
 @click.option("--note", default="", help="Why (kept in the queue).")
 @click.option("--analyst", default=None, help="Who resolves (default: the OS user).")
-@click.option("--labels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to append the label (default NODE/labels/review-labels.jsonl).")
+@click.option(
+    "--labels-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to append the label (default NODE/labels/review-labels.jsonl).",
+)
 def resolve(node_dir: Path, tx_id: str, verdict: str, note: str, analyst: str | None,
             labels_out: Path | None) -> None:  # fmt: skip
     """Resolve TX_ID as fraud or genuine; emits its label."""

@@ -165,7 +165,7 @@ class ReviewQueue:
                 self._bump("refused_full", refused)
         return added
 
-    def list(self, status: str = "open", limit: int = 50, offset: int = 0) -> list[ReviewItem]:
+    def items(self, status: str = "open", limit: int = 50, offset: int = 0) -> list[ReviewItem]:
         """Items with ``status`` (open, fraud, genuine, all), oldest first."""
         if status == "all":
             q = "SELECT * FROM items ORDER BY queued_at_us, tx_id LIMIT ? OFFSET ?"
@@ -181,7 +181,9 @@ class ReviewQueue:
             raise InputError(f"{self.path}: no review item for transaction {tx_id!r}")
         return _row(r)
 
-    def card_history(self, card_ref: bytes, *, exclude: str = "", limit: int = 20) -> list[ReviewItem]:
+    def card_history(
+        self, card_ref: bytes, *, exclude: str = "", limit: int = 20
+    ) -> list[ReviewItem]:
         """Other queued/resolved items of the same card, newest first."""
         rows = self.conn.execute(
             "SELECT * FROM items WHERE card_ref = ? AND tx_id != ? ORDER BY ts_us DESC LIMIT ?",
@@ -293,7 +295,9 @@ def jsonl_label_sink(path: Path) -> LabelSink:
 
 
 @contextmanager
-def open_review_queue(node_dir: Path, *, create: bool = True, max_open: int = 1_000_000) -> Iterator[ReviewQueue]:
+def open_review_queue(
+    node_dir: Path, *, create: bool = True, max_open: int = 1_000_000
+) -> Iterator[ReviewQueue]:
     """Open (creating if asked) the review queue of ``node_dir``."""
     path = node_dir / REVIEW_DB
     if not create and not path.exists():

@@ -172,7 +172,7 @@ def backtest_many(
         is_fraud = fraud[sl] == 1
         for k, (_, p) in enumerate(policies):
             prefix = f"{k}:"
-            vals = {sid[len(prefix):]: v for sid, v in folded.items() if sid.startswith(prefix)}
+            vals = {sid[len(prefix) :]: v for sid, v in folded.items() if sid.startswith(prefix)}
             res = p.evaluate_many(inp, vals, inp.ts_s)
             stats[k].add(res, inp.amount, is_fraud)
     return stats

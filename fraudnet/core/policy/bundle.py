@@ -62,7 +62,7 @@ from typing import Any, Final
 from fraudnet.errors import PolicyError
 
 from ..ids import is_luhn_valid
-from .compile import CompileError, Compiled, compile_condition
+from .compile import Compiled, CompileError, compile_condition
 from .inputs import encode_bin, encode_letters
 from .lang import ParseError, parse
 from .locate import Locator
@@ -194,7 +194,10 @@ class _Loader:
         return ".".join(n if i is None else f"{n}[{i}]" for n, i in path)
 
     def table(
-        self, obj: Any, path: list[tuple[str, int | None]], required: dict[str, type | tuple[type, ...]],
+        self,
+        obj: Any,
+        path: list[tuple[str, int | None]],
+        required: dict[str, type | tuple[type, ...]],
         optional: dict[str, type | tuple[type, ...]],
     ) -> dict[str, Any]:
         where = self.where(path)
@@ -203,7 +206,9 @@ class _Loader:
         known = {**required, **optional}
         for k in obj:
             if k not in known:
-                raise self.fail(path, k, f"{where}: unknown field {k!r} (known: {', '.join(known)})")
+                raise self.fail(
+                    path, k, f"{where}: unknown field {k!r} (known: {', '.join(known)})"
+                )
         for k, typ in known.items():
             if k not in obj:
                 if k in required:
@@ -223,7 +228,10 @@ class _Loader:
         return value
 
     def condition(
-        self, src: str, path: list[tuple[str, int | None]], velocities: frozenset[str],
+        self,
+        src: str,
+        path: list[tuple[str, int | None]],
+        velocities: frozenset[str],
         lists: frozenset[str],
     ) -> Compiled:
         try:
@@ -291,7 +299,9 @@ class _Loader:
 
     def load_velocities(self, items: list[Any]) -> dict[str, VelocitySpec]:
         if len(items) > MAX_VELOCITIES:
-            raise self.fail([("velocity", MAX_VELOCITIES)], None, f"more than {MAX_VELOCITIES} velocities")
+            raise self.fail(
+                [("velocity", MAX_VELOCITIES)], None, f"more than {MAX_VELOCITIES} velocities"
+            )
         out: dict[str, VelocitySpec] = {}
         for i, obj in enumerate(items):
             path: list[tuple[str, int | None]] = [("velocity", i)]
@@ -325,14 +335,16 @@ class _Loader:
                 raise self.fail(path, "id", f"list id {lid!r} is declared twice")
             seen.add(lid)
             if d["kind"] not in LIST_KINDS:
-                raise self.fail(path, "kind", f"lists[{i}].kind must be one of {', '.join(LIST_KINDS)}")
+                raise self.fail(
+                    path, "kind", f"lists[{i}].kind must be one of {', '.join(LIST_KINDS)}"
+                )
             if d["action"] not in ("allow", "deny", "none"):
                 raise self.fail(path, "action", f"lists[{i}].action must be allow, deny or none")
             entries = d.get("entries", [])
             if len(entries) > MAX_ENTRIES:
                 raise self.fail(path, "entries", f"lists[{i}]: more than {MAX_ENTRIES} entries")
             out.append(EntityList(lid, d["kind"], d["action"], d.get("description", ""),
-                                  tuple(self.entry(e, path + [("entries", j)], d["kind"])
+                                  tuple(self.entry(e, [*path, ("entries", j)], d["kind"])
                                         for j, e in enumerate(entries))))  # fmt: skip
         return tuple(out)
 
@@ -367,7 +379,9 @@ class _Loader:
     def load_segments(self, items: list[Any], vnames: frozenset[str],
                       lnames: frozenset[str]) -> tuple[Segment, ...]:  # fmt: skip
         if len(items) > MAX_SEGMENTS:
-            raise self.fail([("segments", MAX_SEGMENTS)], None, f"more than {MAX_SEGMENTS} segments")
+            raise self.fail(
+                [("segments", MAX_SEGMENTS)], None, f"more than {MAX_SEGMENTS} segments"
+            )
         out: list[Segment] = []
         for i, obj in enumerate(items):
             path: list[tuple[str, int | None]] = [("segments", i)]

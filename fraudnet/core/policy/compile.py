@@ -78,7 +78,8 @@ class EvalContext:
         if h is None:
             h = np.floor(np.mod(self.inp.ts_s, 86400.0) / 3600.0)
             self.cache["hour"] = h
-        return h  # type: ignore[no-any-return]
+        out: F64 = h
+        return out
 
     def weekday(self) -> F64:
         w = self.cache.get("weekday")
@@ -86,7 +87,8 @@ class EvalContext:
             # 1970-01-01 was a Thursday (3 with Monday = 0)
             w = np.mod(np.floor(self.inp.ts_s / 86400.0) + 3.0, 7.0)
             self.cache["weekday"] = w
-        return w  # type: ignore[no-any-return]
+        out: F64 = w
+        return out
 
 
 Fn = Callable[[EvalContext], Any]
@@ -137,7 +139,7 @@ class _Compiler:
         self.velocities: set[str] = set()
         self.lists: set[str] = set()
 
-    def run(self, node: Node) -> tuple[str, Fn]:  # noqa: C901 - one dispatch over node kinds
+    def run(self, node: Node) -> tuple[str, Fn]:
         if isinstance(node, Literal):
             v = node.value
             if isinstance(v, bool):
@@ -196,11 +198,15 @@ class _Compiler:
             if f in CAT_FIELDS:
                 return f"cat:{f}", lambda c, f=f: getattr(c.inp, f)
             known = ", ".join((*NUM_FIELDS, *CAT_FIELDS))
-            raise CompileError(f"unknown field {f!r} (known: {known}, feature.*, velocity.*)", node.col)
+            raise CompileError(
+                f"unknown field {f!r} (known: {known}, feature.*, velocity.*)", node.col
+            )
         if node.space == "feature":
             idx = _FEATURE_INDEX.get(node.name)
             if idx is None:
-                raise CompileError(f"unknown feature {node.name!r} (see docs/features.md)", node.col)
+                raise CompileError(
+                    f"unknown feature {node.name!r} (see docs/features.md)", node.col
+                )
             self.features.add(node.name)
 
             def feat(c: EvalContext, idx: int = idx) -> Any:
@@ -212,7 +218,9 @@ class _Compiler:
             return "num", feat
         if node.space == "velocity":
             if node.name not in self.known_velocities:
-                raise CompileError(f"velocity {node.name!r} is not declared in the bundle", node.col)
+                raise CompileError(
+                    f"velocity {node.name!r} is not declared in the bundle", node.col
+                )
             self.velocities.add(node.name)
             return "num", lambda c, v=node.name: c.velocity[v]
         raise CompileError(f"unknown namespace {node.space!r} (feature, velocity)", node.col)
@@ -220,8 +228,10 @@ class _Compiler:
     def call(self, node: Call) -> tuple[str, Fn]:
         fname, args = node.func, node.args
         if fname in ("in_list", "has"):
-            if len(args) != 1 or not isinstance(args[0], Literal) or not isinstance(
-                args[0].value, str
+            if (
+                len(args) != 1
+                or not isinstance(args[0], Literal)
+                or not isinstance(args[0].value, str)
             ):
                 raise CompileError(f"{fname}() takes one string literal", node.col)
             arg = args[0].value
@@ -330,9 +340,7 @@ def _cmp(op: str, lf: Fn, rf: Fn) -> Fn:
     return lambda c: f(lf(c), rf(c))
 
 
-def compile_condition(
-    node: Node, *, velocities: frozenset[str], lists: frozenset[str]
-) -> Compiled:
+def compile_condition(node: Node, *, velocities: frozenset[str], lists: frozenset[str]) -> Compiled:
     """Type-check and compile a parsed condition (must be boolean)."""
     comp = _Compiler(velocities, lists)
     t, fn = comp.run(node)

@@ -53,22 +53,18 @@ def diff_bundles(old: Bundle, new: Bundle) -> dict[str, Any]:
     n_rank = [r.id for r in new.rules if r.id in o_rules]
     if o_rank != n_rank:
         ch.append("rules: order changed (reason codes list the first matching rule first)")
-    for kind, o_items, n_items in (
-        ("segment", {s.id: s for s in old.segments}, {s.id: s for s in new.segments}),
-        ("velocity", old.velocities, new.velocities),
-    ):
+    o_seg = {s.id: (s.when, s.review_at, s.block_at) for s in old.segments}
+    n_seg = {s.id: (s.when, s.review_at, s.block_at) for s in new.segments}
+    o_vel = {k: (v.measure, v.key) for k, v in old.velocities.items()}
+    n_vel = {k: (v.measure, v.key) for k, v in new.velocities.items()}
+    for kind, o_items, n_items in (("segment", o_seg, n_seg), ("velocity", o_vel, n_vel)):
         for k in sorted(o_items.keys() - n_items.keys()):
             ch.append(f"{kind} {k}: removed")
         for k in sorted(n_items.keys() - o_items.keys()):
             ch.append(f"{kind} {k}: added")
         for k in sorted(o_items.keys() & n_items.keys()):
-            a, b = o_items[k], n_items[k]
-            if kind == "segment":
-                same = (a.when, a.review_at, a.block_at) == (b.when, b.review_at, b.block_at)  # type: ignore[attr-defined]
-            else:
-                same = a == b
-            if not same:
-                ch.append(f"{kind} {k}: changed")
+            if o_items[k] != n_items[k]:
+                ch.append(f"{kind} {k}: {o_items[k]} -> {n_items[k]}")
     o_lists = {lst.id: lst for lst in old.lists}
     n_lists = {lst.id: lst for lst in new.lists}
     for k in sorted(o_lists.keys() - n_lists.keys()):
@@ -77,11 +73,11 @@ def diff_bundles(old: Bundle, new: Bundle) -> dict[str, Any]:
         ch.append(f"list {k}: added ({n_lists[k].kind}, {n_lists[k].action}, "
                   f"{len(n_lists[k].entries)} entries)")  # fmt: skip
     for k in sorted(o_lists.keys() & n_lists.keys()):
-        a, b = o_lists[k], n_lists[k]
-        if (a.kind, a.action) != (b.kind, b.action):
-            ch.append(f"list {k}: {a.kind}/{a.action} -> {b.kind}/{b.action}")
-        ea = {e.ident: e for e in a.entries}
-        eb = {e.ident: e for e in b.entries}
+        la, lb = o_lists[k], n_lists[k]
+        if (la.kind, la.action) != (lb.kind, lb.action):
+            ch.append(f"list {k}: {la.kind}/{la.action} -> {lb.kind}/{lb.action}")
+        ea = {e.ident: e for e in la.entries}
+        eb = {e.ident: e for e in lb.entries}
         for ident in sorted(ea.keys() - eb.keys()):
             ch.append(f"list {k}: entry {ident} removed")
         for ident in sorted(eb.keys() - ea.keys()):

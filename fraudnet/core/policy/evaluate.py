@@ -70,7 +70,8 @@ def outcome_of(code: int) -> Outcome:
     ``review`` (its reasons start with ``action:step_up``), until the
     outcome type gains a fourth value.
     """
-    return ("allow", "review", "review", "block")[code]  # type: ignore[return-value]
+    outcomes: tuple[Outcome, ...] = ("allow", "review", "review", "block")
+    return outcomes[code]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,11 @@ def _compile_list(lst: EntityList) -> _CompiledList:
     for e in lst.entries:
         best[e.key] = max(best.get(e.key, -np.inf), e.expires_s)
     ordered = sorted(best)
-    dtype = np.uint64 if lst.kind in ("card", "terminal", "merchant", "device") else np.int64
-    keys = np.array(ordered, dtype=dtype)
+    keys: npt.NDArray[np.uint64] | npt.NDArray[np.int64]
+    if lst.kind in ("card", "terminal", "merchant", "device"):
+        keys = np.array(ordered, dtype=np.uint64)
+    else:
+        keys = np.array(ordered, dtype=np.int64)
     expires = np.array([best[k] for k in ordered], dtype=np.float64)
     return _CompiledList(lst, keys, expires)
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +38,7 @@ from ..audit.schema import AuditRecord, event_record
 from .bundle import Bundle, load_bundle
 from .evaluate import ACTION_NAMES, Policy, PolicyResult
 from .inputs import PolicyInput
-from .velocity import VelocitySpec, VelocityStore
+from .velocity import VelocityKey, VelocitySpec, VelocityStore
 
 __all__ = ["EngineResult", "Installed", "PolicyEngine", "PolicyHolder", "ShadowStats"]
 
@@ -66,10 +67,12 @@ class PolicyHolder:
         initial: Bundle,
         *,
         now_us: int,
-        lock: ContextManager[Any] | None = None,
+        lock: AbstractContextManager[Any] | None = None,
         actor: str = "node",
     ) -> None:
-        self._lock: ContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+        self._lock: AbstractContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext()
+        )
         self._current = Installed(1, Policy(initial), now_us)
         self._shadow: Installed | None = None
         self._shadow_version = 0
@@ -169,9 +172,7 @@ class ShadowStats:
                 self.rule_hits[rid] = self.rule_hits.get(rid, 0) + int(c)
         for i in np.flatnonzero(live.codes != cand.codes):
             k = int(i)
-            self.samples.append(
-                (tx_ids[k], live.action(k), cand.action(k), cand.policy_reasons(k))
-            )
+            self.samples.append((tx_ids[k], live.action(k), cand.action(k), cand.policy_reasons(k)))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -235,7 +236,7 @@ class PolicyEngine:
 
     def prune_velocity(self) -> None:
         """Drop velocity states neither the live nor the shadow policy uses (after a swap)."""
-        keys = set()
+        keys: set[VelocityKey] = set()
         for inst in (self.holder.current, self.holder.shadow):
             if inst is not None:
                 keys.update(s.key for s in inst.bundle.velocities.values())
@@ -244,4 +245,4 @@ class PolicyEngine:
 
 def _values_of(folded: dict[str, F64], tag: str) -> dict[str, F64]:
     prefix = f"{tag}:"
-    return {k[len(prefix):]: v for k, v in folded.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in folded.items() if k.startswith(prefix)}

@@ -16,8 +16,8 @@ way when the bundle is compiled):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, fields
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,18 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 B = npt.NDArray[np.bool_]
+
+
+def _f64(values: list[float]) -> F64:
+    return np.array(values, dtype=np.float64)
+
+
+def _i64(values: list[int]) -> I64:
+    return np.array(values, dtype=np.int64)
+
+
+def _u64(values: list[int]) -> U64:
+    return np.array(values, dtype=np.uint64)
 
 
 def encode_letters(value: str | None) -> int:
@@ -99,7 +111,8 @@ class PolicyInput:
     def check(self) -> None:
         """Raise :class:`InputError` unless every column has length ``n``."""
         n = len(self)
-        for name in self.__slots__:  # type: ignore[attr-defined]  # dataclass slots tuple
+        for f in fields(self):
+            name = f.name
             arr = getattr(self, name)
             if arr is None:
                 continue
@@ -118,29 +131,23 @@ class PolicyInput:
         """Columns of a batch of node records (the node's decide path)."""
         n = len(records)
 
-        def col(values: object, dtype: type) -> npt.NDArray[np.generic]:
-            return np.fromiter(values, dtype=dtype, count=n)  # type: ignore[call-overload]
-
         merchant = [r.merchant_ref for r in records]
         device = [r.device_ref for r in records]
         inp = cls(
-            ts_s=col((r.ts_us / 1e6 for r in records), np.float64),  # type: ignore[arg-type]
-            amount=col((r.amount for r in records), np.float64),  # type: ignore[arg-type]
+            ts_s=_f64([r.ts_us / 1e6 for r in records]),
+            amount=_f64([r.amount for r in records]),
             score=np.ascontiguousarray(scores, dtype=np.float64),
-            mcc=col((-1 if r.mcc is None else r.mcc for r in records), np.int64),  # type: ignore[arg-type]
-            channel=col(  # type: ignore[arg-type]
-                (CHANNEL_CODES.get(r.channel, -1) if r.channel else -1 for r in records),
-                np.int64,
-            ),
-            country=col((encode_letters(r.country) for r in records), np.int64),  # type: ignore[arg-type]
-            currency=col((encode_letters(r.currency) for r in records), np.int64),  # type: ignore[arg-type]
-            bin=col((encode_bin(r.bin) for r in records), np.int64),  # type: ignore[arg-type]
-            card_key=col((key64(r.card_ref) for r in records), np.uint64),  # type: ignore[arg-type]
-            terminal_key=col((key64(r.terminal_ref) for r in records), np.uint64),  # type: ignore[arg-type]
-            merchant_key=col((key64(m) if m else 0 for m in merchant), np.uint64),  # type: ignore[arg-type]
-            has_merchant=col((m is not None for m in merchant), np.bool_),  # type: ignore[arg-type]
-            device_key=col((key64(d) if d else 0 for d in device), np.uint64),  # type: ignore[arg-type]
-            has_device=col((d is not None for d in device), np.bool_),  # type: ignore[arg-type]
+            mcc=_i64([-1 if r.mcc is None else r.mcc for r in records]),
+            channel=_i64([CHANNEL_CODES.get(r.channel, -1) if r.channel else -1 for r in records]),
+            country=_i64([encode_letters(r.country) for r in records]),
+            currency=_i64([encode_letters(r.currency) for r in records]),
+            bin=_i64([encode_bin(r.bin) for r in records]),
+            card_key=_u64([key64(r.card_ref) for r in records]),
+            terminal_key=_u64([key64(r.terminal_ref) for r in records]),
+            merchant_key=_u64([key64(m) if m else 0 for m in merchant]),
+            has_merchant=np.array([m is not None for m in merchant], dtype=np.bool_),
+            device_key=_u64([key64(d) if d else 0 for d in device]),
+            has_device=np.array([d is not None for d in device], dtype=np.bool_),
             verdict=np.zeros(n) if verdicts is None else np.asarray(verdicts, dtype=np.float64),
             features=features,
         )
@@ -169,9 +176,9 @@ class PolicyInput:
         """Columns from arrays (replays and backtests); absent fields get their 'absent' code."""
         n = int(ts_s.shape[0])
 
-        def or_fill(a: npt.NDArray[np.generic] | None, fill: int, dtype: type) -> npt.NDArray[
-            np.generic
-        ]:
+        def or_fill(
+            a: npt.NDArray[np.generic] | None, fill: int, dtype: type
+        ) -> npt.NDArray[np.generic]:
             return np.full(n, fill, dtype=dtype) if a is None else np.asarray(a, dtype=dtype)
 
         inp = cls(
@@ -197,8 +204,8 @@ class PolicyInput:
 
     def take(self, idx: npt.NDArray[np.intp]) -> PolicyInput:
         """The rows ``idx`` (in that order)."""
-        kw = {
-            name: (None if getattr(self, name) is None else getattr(self, name)[idx])
-            for name in self.__slots__  # type: ignore[attr-defined]  # dataclass slots tuple
+        kw: dict[str, Any] = {
+            f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
+            for f in fields(self)
         }
         return PolicyInput(**kw)

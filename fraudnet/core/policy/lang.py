@@ -45,9 +45,9 @@ __all__ = [
     "InList",
     "Literal",
     "Name",
+    "Neg",
     "Node",
     "Not",
-    "Neg",
     "ParseError",
     "parse",
 ]

@@ -60,17 +60,17 @@ class Locator:
         prefix = ""
         for name, index in path:
             full = f"{prefix}{name}"
-            candidates = [
-                h for h in self.headers if lo <= h.line < hi and h.name == full
-            ]
+            candidates = [h for h in self.headers if lo <= h.line < hi and h.name == full]
             k = 0 if index is None else index
             if k >= len(candidates):
                 return None
             h = candidates[k]
             end = hi
             for other in self.headers:
-                if other.line > h.line and other.line < hi and not other.name.startswith(
-                    full + "."
+                if (
+                    other.line > h.line
+                    and other.line < hi
+                    and not other.name.startswith(full + ".")
                 ):
                     end = other.line
                     break
@@ -99,5 +99,10 @@ class Locator:
         if not 1 <= line <= len(self.lines):
             return None
         text = self.lines[line - 1]
-        m = re.match(r"^\s*" + re.escape(key) + r"\s*=\s*(\"(?!\"\")|'(?!''))", text)
-        return m.end() if m else None
+        m = re.match(r"^\s*" + re.escape(key) + r"""\s*=\s*("{3}|'{3}|"|')""", text)
+        if m is None:
+            return None
+        quote = m.group(1)
+        if len(quote) == 3 and quote not in text[m.end() :]:
+            return None  # a multi-line string: the line is known, the column is not
+        return m.end()

@@ -97,7 +97,7 @@ def fold_velocity_many(
     calls again from there).
     """
     length = cnt.shape[1]
-    n = order.shape[0]
+    n: int = order.shape[0]
     for j in range(start, n):
         i = order[j]
         if not present[i]:
@@ -108,7 +108,7 @@ def fold_velocity_many(
         if s < 0:
             return j
         t = ts[i]
-        b = int(math.floor(t / bucket_s))
+        b = math.floor(t / bucket_s)
         h = head[s]
         if h == NO_HEAD or b - h >= length:
             cnt[s, :] = 0
@@ -172,9 +172,7 @@ class VelocitySpec:
         if self.measure not in MEASURES:
             raise PolicyError(f"velocity {self.id!r}: measure must be count or sum")
         if not (1.0 <= k.bucket_s <= k.window_s <= 90 * 86400.0):
-            raise PolicyError(
-                f"velocity {self.id!r}: need 1 s <= resolution <= window <= 90 days"
-            )
+            raise PolicyError(f"velocity {self.id!r}: need 1 s <= resolution <= window <= 90 days")
         n = k.window_s / k.bucket_s
         if abs(n - round(n)) > 1e-9 or not 1 <= round(n) <= MAX_BUCKETS:
             raise PolicyError(
@@ -195,6 +193,14 @@ class VelocityState:
         self.evicted_idle = 0
         self.evicted_active = 0
         self._alloc(min(_INITIAL, max_entities))
+
+    slot_keys: npt.NDArray[np.uint64]
+    head: npt.NDArray[np.int64]
+    cnt: npt.NDArray[np.int32]
+    sum: npt.NDArray[np.float64]
+    last: npt.NDArray[np.float64]
+    tab_keys: npt.NDArray[np.uint64]
+    tab_slot: npt.NDArray[np.int32]
 
     def _alloc(self, cap: int) -> None:
         used = int(self.meta[0])
@@ -285,7 +291,7 @@ class VelocityState:
         start = 0
         now = float(ts.max())
         while True:
-            done = fold_velocity_many(
+            done: int = fold_velocity_many(
                 self.tab_keys, self.tab_slot, self.slot_keys, self.meta, self.head, self.cnt,
                 self.sum, self.last, k, p, ts, amt, order, start, self.key.buckets,
                 self.key.bucket_s, out_cnt, out_sum, self.counters,
@@ -296,7 +302,9 @@ class VelocityState:
             start = done
 
 
-def _entity_columns(inp: PolicyInput, entity: str) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+def _entity_columns(
+    inp: PolicyInput, entity: str
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     n = len(inp)
     if entity == "card":
         return inp.card_key, np.ones(n, dtype=np.bool_)
@@ -327,9 +335,7 @@ class VelocityStore:
                     st = self.states[spec.key] = VelocityState(spec.key, self.max_entities)
                 keys, present = _entity_columns(inp, spec.key.entity)
                 per_key[spec.key] = st.fold_many(keys, present, inp.ts_s, inp.amount)
-        return {
-            sid: per_key[s.key][0 if s.measure == "count" else 1] for sid, s in specs.items()
-        }
+        return {sid: per_key[s.key][0 if s.measure == "count" else 1] for sid, s in specs.items()}
 
     def retain(self, keys: set[VelocityKey]) -> list[VelocityKey]:
         """Drop states no policy uses any more; returns the dropped keys."""
