@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("fraudnet.cli.audit", "Verify, inspect and prove a node's audit log."),
     "model": ("fraudnet.cli.model", "Train and inspect detection models."),
     "evaluate": ("fraudnet.cli.evaluate", "Replay a file, train, test: AUC, AP, CP@100."),
+    "scenario": ("fraudnet.cli.scenario", "Replay multi-member scenarios with attacks and faults."),
     "policy": ("fraudnet.cli.policy", "Check, diff, backtest, deploy policy bundles; edit lists."),
     "review": ("fraudnet.cli.review", "Work the review queue of a node: list, show, resolve."),
 }

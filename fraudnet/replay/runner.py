@@ -1,0 +1,114 @@
+"""Run a scenario: pick modes, run them (simulated or real processes), report.
+
+:func:`run_scenario` is what ``fraudnet scenario run`` calls. A *backend*
+turns ``(scenario, mode, data, seed)`` into a :class:`~.simrun.RunResult`;
+the report is computed from that alone, so both backends share metrics,
+checks, ``report.json`` and plots:
+
+* :class:`SimBackend` -- the deterministic simulation (``--sim``).
+* :class:`ProcessBackend` -- real ``fraudnet node run`` processes on
+  127.0.0.1 (start nodes with :mod:`fraudnet.testing`'s network helpers,
+  feed ``POST /v1/ingest``, collect decisions, signals, verdicts and audit
+  logs). **Not implemented yet**: it raises
+  :class:`~fraudnet.errors.UnavailableError` naming ``--sim`` as the
+  alternative, so nothing pretends to have run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from fraudnet.errors import ConfigError, UnavailableError
+
+from .report import check_expectations, mode_report, write_plots, write_report
+from .scenario import MODES, Scenario
+from .simrun import RunResult, run_mode
+from .sources import Dataset, load_data
+
+__all__ = ["Backend", "ProcessBackend", "SimBackend", "run_scenario"]
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, sc: Scenario, mode: str, data: Dataset, seed: int) -> RunResult: ...
+
+
+class SimBackend:
+    name = "simulation"
+
+    def run(self, sc: Scenario, mode: str, data: Dataset, seed: int) -> RunResult:
+        return run_mode(sc, mode, data, seed)
+
+
+class ProcessBackend:
+    """Real node processes on 127.0.0.1 (see module docstring: not implemented yet)."""
+
+    name = "processes"
+
+    def run(self, sc: Scenario, mode: str, data: Dataset, seed: int) -> RunResult:
+        raise UnavailableError(
+            "scenario run: the real-process mode is not implemented yet "
+            "(node-to-node consensus over libp2p is still being wired); use --sim"
+        )
+
+
+def run_scenario(
+    sc: Scenario,
+    *,
+    modes: tuple[str, ...] | None = None,
+    sim: bool = True,
+    seed: int | None = None,
+    data_path: str | None = None,
+    out_dir: Path | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run ``modes`` of ``sc`` and return the report (written to ``out_dir`` if given)."""
+    modes = modes or sc.modes
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"mode {m!r}: expected one of {', '.join(MODES)}")
+    backend: Backend = SimBackend() if sim else ProcessBackend()
+    seed = sc.seed if seed is None else seed
+    if data_path is None and sc.data.path and not Path(sc.data.path).is_absolute():
+        data_path = str(Path(sc.path).parent / sc.data.path)  # relative to the scenario file
+    data = load_data(sc.data, sc.network.members, seed, data_path)
+    runs: dict[str, RunResult] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    for m in modes:
+        t = time.perf_counter()
+        runs[m] = backend.run(sc, m, data, seed)
+        timings[m] = round(time.perf_counter() - t, 3)
+        reports[m] = mode_report(runs[m], data, sc)
+    baseline = None
+    if sc.expect.max_honest_drop is not None and "network" in modes:
+        base_sc = sc.without_attackers()
+        base_run = backend.run(base_sc, "network", data, seed)
+        baseline = mode_report(base_run, data, base_sc)
+    checks = check_expectations(sc, reports, baseline)
+    report: dict[str, Any] = {
+        "scenario": sc.name,
+        "file": sc.path,
+        "backend": backend.name,
+        "seed": seed,
+        "members": sc.network.members,
+        "f": sc.network.f,
+        "transactions": len(data.records),
+        "frauds": sum(r.label for r in data.records),
+        "modes": reports,
+        "wall_seconds": timings,
+        "expectations": checks,
+    }
+    if baseline is not None:
+        report["baseline_no_attacker"] = {
+            k: baseline[k] for k in ("honest", "false_block_verdicts", "liveness")
+        }
+    if out_dir is not None:
+        write_report(out_dir, report)
+        if plots:
+            report["plots"] = [str(p) for p in write_plots(out_dir, runs, data)]
+            write_report(out_dir, report)
+    return report
