@@ -17,10 +17,12 @@ Per entity: a ring of ``L = n + 2`` buckets (``n = window_s / bucket_s``)
 indexed by absolute bucket number mod ``L``, and a head (newest bucket).
 A transaction at ``t`` (bucket ``b = floor(t / bucket_s)``) is added to its
 bucket, then the window value is the sum of buckets ``b - n + 1 .. b``
-(including the transaction, nothing later). Error bound: the window
-``(t - window, t]`` is replaced by whole buckets, so the value may include
-events up to one bucket older than the window (those in bucket
-``b - n + 1`` before ``t - window``), never a later one. A transaction more
+(including the transaction, nothing later). Error bound (the convention of
+the features' terminal windows): the window ``(t - window, t]`` is replaced
+by whole buckets that all lie inside it, so the value never counts an event
+outside the window and misses at most the events of bucket ``b - n`` that
+fall inside the window (at most one bucket's worth; exact when ``t - window``
+is on a bucket boundary). A transaction more
 than ``L`` buckets behind its entity's head is not added (counted in
 ``late_dropped``) and sees only the buckets still in the ring.
 
