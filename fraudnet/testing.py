@@ -118,12 +118,26 @@ def free_port(host: str) -> int:
 
 
 def init_network(
-    root: Path, n: int, *, network_id: str = "testnet", threshold: float = 0.8
+    root: Path,
+    n: int,
+    *,
+    network_id: str = "testnet",
+    threshold: float = 0.8,
+    roster_f: int | None = None,
+    witness: bool = False,
+    window_s: int = 600,
 ) -> list[Path]:
     """Create ``n`` node directories that form one network on 127.0.0.(10+i).
 
     Each node gets its own key; the members table lists every node's public
     key; all share one network key file (0600); each lists the others as peers.
+
+    With ``roster_f``, a genesis roster of the ``n`` members (fault bound
+    ``roster_f``, each member's node peer id listed) is signed by every
+    founder and written as ``roster.chain`` into each node directory, with a
+    ``[consensus]`` section naming it and its hash (also in
+    ``root/roster.anchor``, see :func:`network_anchor`). With ``witness``,
+    each node gossips and cosigns audit checkpoints (``[witness]``).
     """
     import secrets
 
@@ -149,4 +163,43 @@ def init_network(
                 f'network_key_file = "network.key"\npeers = [{peers}]\nheartbeat_ms = 300\n'
                 f"\n[p2p.members]\n{members}\n\n[signals]\nthreshold = {threshold}\n"
             )
+    if roster_f is not None:
+        anchor = _write_genesis(root, dirs, pids, network_id, roster_f)
+        for d in dirs:
+            with (d / "node.toml").open("a") as f:
+                f.write(
+                    f'\n[consensus]\nroster_chain = "roster.chain"\ngenesis = "{anchor}"\n'
+                    f"window_s = {window_s}\n"
+                )
+    if witness:
+        for d in dirs:
+            with (d / "node.toml").open("a") as f:
+                f.write("\n[witness]\ninterval_s = 1\n")
     return dirs
+
+
+def network_anchor(root: Path) -> str:
+    """The genesis hash (hex) :func:`init_network` wrote for ``root``."""
+    return (root / "roster.anchor").read_text().strip()
+
+
+def _write_genesis(root: Path, dirs: list[Path], pids: list[str], network: str, f: int) -> str:
+    from fraudnet.adapters.storage.keys import load_node_key
+    from fraudnet.core import crypto
+    from fraudnet.core.consensus import Member, Roster, RosterChain, sign_genesis
+    from fraudnet.core.consensus.roster import ZERO_HASH
+
+    keys = [load_node_key(d) for d in dirs]
+    at = time.time_ns() // 1000
+    members = tuple(
+        Member(d.name, f"org-{d.name}", crypto.public_bytes(k), (pid,), at)
+        for d, k, pid in sorted(zip(dirs, keys, pids, strict=True), key=lambda t: t[0].name)
+    )
+    roster = Roster(network, 0, ZERO_HASH, f, 0, members, at)
+    sigs = {d.name: sign_genesis(roster, k) for d, k in zip(dirs, keys, strict=True)}
+    chain = RosterChain(roster.encode(), sigs, roster.hash).encode()
+    (root / "roster.chain").write_bytes(chain)
+    for d in dirs:
+        (d / "roster.chain").write_bytes(chain)
+    (root / "roster.anchor").write_text(roster.hash.hex() + "\n")
+    return roster.hash.hex()

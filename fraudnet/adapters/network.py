@@ -11,6 +11,13 @@
 * Accepted envelopes from other members arrive on the event loop
   (``loop.call_soon_threadsafe``) and update :class:`NetworkEvidence`;
   each is an audit record.
+* With ``[consensus]`` configured, a :class:`ConsensusBridge` rides on the
+  same p2p service: the same local scores make this member attest
+  (:meth:`ConsensusBridge.note_local_score`), false-positive labels clear,
+  quorum verdicts are looked up with :meth:`NetworkBridge.verdict_for`, and
+  only roster members' nodes may connect.
+* With witnessing on, a :class:`~fraudnet.adapters.witness.WitnessBridge`
+  gossips this node's signed audit checkpoints and cosigns its peers'.
 
 The libp2p host runs in its own thread (see :mod:`fraudnet.adapters.p2p.service`).
 """
@@ -18,9 +25,11 @@ The libp2p host runs in its own thread (see :mod:`fraudnet.adapters.p2p.service`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +37,7 @@ from mode import Service
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fraudnet.core.audit.schema import AuditRecord, event_record
+from fraudnet.core.consensus import Verdict
 from fraudnet.core.records import Decision, TxRecord
 from fraudnet.core.signals import NetworkKeyring, SignalPayload
 from fraudnet.core.signals.evidence import NetworkEvidence
@@ -35,12 +45,13 @@ from fraudnet.core.signals.keyring import PseudonymLinks
 from fraudnet.core.signals.policy import SignalPolicy
 from fraudnet.core.transaction import Transaction
 
+from .consensus_bridge import VERDICT_REASONS, ConsensusBridge
 from .p2p.service import P2PService
 from .p2p.settings import P2PSettings
 from .runtime import NodeRuntime, now_us
 from .storage.audit_async import AsyncAuditLog
 
-__all__ = ["NetworkBridge"]
+__all__ = ["VERDICT_REASONS", "NetworkBridge"]
 
 log = logging.getLogger("fraudnet.network")
 
@@ -56,6 +67,8 @@ class NetworkBridge(Service):
         actor: str,
         *,
         policy: SignalPolicy | None = None,
+        consensus: ConsensusBridge | None = None,
+        witness: Any = None,
         **kw: Any,
     ) -> None:
         self.p2p_settings = settings
@@ -70,6 +83,9 @@ class NetworkBridge(Service):
         self.evidence: NetworkEvidence | None = None
         self.address = ""
         self.signals_offered = 0
+        self.consensus = consensus
+        self.witness = witness
+        self._tick_task: asyncio.Task[None] | None = None
         super().__init__(**kw)
         runtime.decided_hooks.append(self.on_decided)
         runtime.metrics.registry.register(_P2PCollector(self))
@@ -86,11 +102,19 @@ class NetworkBridge(Service):
     # -- lifecycle ---------------------------------------------------------------
     async def on_start(self) -> None:
         loop = asyncio.get_running_loop()
+        c = self.consensus
         self.p2p = P2PService(
-            self.p2p_settings, self.node_key, self.keyring, self._on_signals, loop=loop
-        )
+            self.p2p_settings, self.node_key, self.keyring, self._on_signals, loop=loop,
+            is_allowed=c.peer_allowed if c is not None else None,
+        )  # fmt: skip
+        if c is not None:
+            c.attach(self.p2p)
+        if self.witness is not None:
+            self.witness.attach(self.p2p)
         self.evidence = NetworkEvidence(self.p2p.member_id)
         self.address = await loop.run_in_executor(None, self.p2p.start)
+        if c is not None or self.witness is not None:
+            self._tick_task = asyncio.ensure_future(self._ticks())
         log.info(
             "p2p listening on %s",
             self.address,
@@ -98,8 +122,56 @@ class NetworkBridge(Service):
         )
 
     async def on_stop(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
         if self.p2p is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.p2p.stop)
+        if self.consensus is not None:
+            self.consensus.close()
+
+    async def _ticks(self) -> None:
+        """Once a second: consensus renewals/expiries; witness checkpoint gossip."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = now_us()
+            for step in self._tick_steps():
+                try:
+                    step(now)
+                except Exception:  # a tick must never stop the node
+                    log.exception("network tick failed")
+
+    def _tick_steps(self) -> list[Callable[[int], None]]:
+        out: list[Callable[[int], None]] = []
+        if self.consensus is not None:
+            out.append(self.consensus.tick)
+        if self.witness is not None:
+            out.append(self.witness.tick)
+        return out
+
+    # -- consensus: the decision path's lookup --------------------------------------
+    def verdict_for(self, kind: str, net_pseudonym: bytes, now_us: int) -> Verdict | None:
+        """The quorum verdict in force on an entity's network pseudonym (None: none).
+
+        A dict lookup and an expiry check; ``kind`` is ``card``, ``terminal``...
+        Reason codes to cite: :data:`VERDICT_REASONS` ``[verdict.level]``.
+        """
+        c = self.consensus
+        return None if c is None else c.verdict_for(kind, net_pseudonym, now_us)
+
+    def on_label(self, value: bytes) -> None:
+        """A label event (JSON ``{tx_id, kind}``): false positives clear this member's risk."""
+        c = self.consensus
+        if c is None:
+            return
+        try:
+            obj = json.loads(value)
+            kind, tx_id = str(obj["kind"]), str(obj["tx_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if kind in ("false_positive", "genuine"):
+            c.note_false_positive(tx_id, now_us())
 
     # -- outbound -------------------------------------------------------------------
     def on_decided(self, decisions: Sequence[Decision], records: Sequence[TxRecord]) -> None:
@@ -108,10 +180,14 @@ class NetworkBridge(Service):
         now = now_us()
         out = []
         self.policy.note_transactions(len(decisions))
+        c = self.consensus
         for d, r in zip(decisions, records, strict=True):
             if not r.net_refs:
                 continue
-            _epoch, card_ps, _term_ps = r.net_refs[0]
+            epoch, card_ps, _term_ps = r.net_refs[0]
+            if c is not None:
+                c.note_local_score("card", card_ps, epoch, d.score, now, tx_id=d.tx_id,
+                                   reasons=_wire_reasons(d.reasons))  # fmt: skip
             sig = self.policy.offer(
                 "card",
                 card_ps,
@@ -198,8 +274,14 @@ class _P2PCollector:
         counters = dict(b.policy.counters)
         if b.p2p is not None:
             counters.update(b.p2p.metrics())
+        if b.consensus is not None:
+            for k, v in b.consensus.counters.items():
+                counters["consensus_" + k.replace(":", "_").replace("-", "_")] = v
+            counters["consensus_verdicts_held"] = len(b.consensus.verdicts())
+        if b.witness is not None:
+            counters.update(b.witness.metrics())
         for name, value in sorted(counters.items()):
-            if name.endswith(("_connected_members", "_peers")):
+            if name.endswith(("_connected_members", "_peers", "_held")):
                 yield GaugeMetricFamily(f"fraudnet_{name}", name, value=value)
             else:
                 yield CounterMetricFamily(f"fraudnet_{name}", name, value=value)

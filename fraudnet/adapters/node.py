@@ -252,7 +252,51 @@ def _build_network(
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [signals] {e}") from None
-    return NetworkBridge(p2p, node_key, keyring, runtime, audit, actor, policy=policy)
+    consensus = None
+    if "consensus" in settings.extra:
+        consensus, p2p = _build_consensus(settings, p2p, node_key, audit, actor, policy.threshold)
+    witness = None
+    if "witness" in settings.extra:
+        from .witness import WitnessBridge, WitnessSettings
+
+        ws = WitnessSettings.from_mapping(settings.extra["witness"], where, settings.node_dir)
+        witness = WitnessBridge(ws, p2p, node_key, audit.log, settings.node_dir)
+    bridge = NetworkBridge(p2p, node_key, keyring, runtime, audit, actor, policy=policy,
+                           consensus=consensus, witness=witness)  # fmt: skip
+    if consensus is not None:  # false-positive labels clear this member's attestations
+        on_label = runtime.on_label
+
+        def on_label_and_consensus(value: bytes) -> None:
+            on_label(value)
+            bridge.on_label(value)
+
+        runtime.on_label = on_label_and_consensus  # type: ignore[method-assign]  # runtime has no label hook list yet
+    return bridge
+
+
+def _build_consensus(
+    settings: Settings, p2p: Any, node_key: Any, audit: AsyncAuditLog, actor: str,
+    threshold: float,
+) -> tuple[Any, Any]:  # fmt: skip
+    """``[consensus]``: roster chain, tracker and attester; p2p members := roster members."""
+    from .consensus_bridge import ConsensusBridge, ConsensusSettings, load_chain_file
+
+    where = str(settings.node_dir / "node.toml")
+    cs = ConsensusSettings.from_mapping(
+        settings.extra["consensus"], where, node_dir=settings.node_dir, default_threshold=threshold
+    )
+    chain = load_chain_file(cs)
+    members = {m.member_id: m.public_key for m in chain.tip.members}
+    p2p = dataclasses.replace(p2p, members=members)
+
+    def logged(fut: asyncio.Future[int]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("audit record of a consensus event failed: %r", fut.exception())
+
+    def append(rec: Any) -> None:
+        asyncio.ensure_future(audit.append_durable([rec])).add_done_callback(logged)
+
+    return ConsensusBridge(cs, chain, node_key, append, actor), p2p
 
 
 class _Lifecycle(Service):

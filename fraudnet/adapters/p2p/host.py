@@ -54,7 +54,10 @@ from fraudnet.core.signals import Outcome, Validator
 
 from .settings import P2PSettings
 
-__all__ = ["HostRuntime", "libp2p_keypair", "peer_id_of"]
+__all__ = ["HostRuntime", "TopicValidatorFn", "libp2p_keypair", "peer_id_of"]
+
+#: a registered topic's validator: (origin peer id in base58, message bytes) -> outcome
+TopicValidatorFn = Callable[[str, bytes], Outcome]
 
 log = logging.getLogger("fraudnet.p2p")
 
@@ -84,6 +87,8 @@ class HostRuntime:
         counters: dict[str, int],
         on_accept: Callable[[Any], None],
         clock: Callable[[], float] = time.time,
+        *,
+        is_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.validator = validator
@@ -93,6 +98,9 @@ class HostRuntime:
         self.keypair = libp2p_keypair(key)
         self.my_id = ID.from_pubkey(self.keypair.public_key)
         self.allowed = {peer_id_of(pk) for pk in settings.members.values()}
+        self._is_allowed = is_allowed
+        #: topic -> validator(origin peer id (base58), data) for the extra topics
+        self.extra_topics: dict[str, TopicValidatorFn] = {}
         self.pubsub: Pubsub | None = None
         self.host: Any = None
         self.address = ""
@@ -113,7 +121,7 @@ class HostRuntime:
         original_add_conn = swarm.add_conn
 
         async def gated_add_conn(muxed_conn: Any, direction: str = "unknown") -> Any:
-            if muxed_conn.peer_id not in self.allowed:
+            if not self.allows(muxed_conn.peer_id):
                 self.counters["p2p_conn_refused_not_member"] += 1
                 await muxed_conn.close()
                 raise SwarmException("peer is not a configured member")
@@ -130,7 +138,7 @@ class HostRuntime:
             heartbeat_initial_delay=0.1,
             adaptive_gossip_enabled=False,
             spam_protection_enabled=True,
-            max_messages_per_topic_per_second=2.0 * per_node * max(2, len(s.members)),
+            max_messages_per_topic_per_second=max(200.0, 2.0 * per_node * max(2, len(s.members))),
             eclipse_protection_enabled=False,
             min_mesh_diversity_ips=1,
             score_params=ScoreParams(
@@ -158,11 +166,13 @@ class HostRuntime:
             gossipsub,
             strict_signing=True,
             msg_id_constructor=get_content_addressed_msg_id,
-            allowed_topics={s.topic},
+            allowed_topics={s.topic, *self.extra_topics},
             max_inbound_rpc_size=256 * 1024,
             validation_cache_ttl=1,
         )
         pubsub.set_topic_validator(s.topic, self._validate, False)
+        for topic, fn in self.extra_topics.items():
+            pubsub.set_topic_validator(topic, self._make_validator(topic, fn), False)
         self.host, self.pubsub = host, pubsub
         return host, pubsub, gossipsub
 
@@ -188,6 +198,45 @@ class HostRuntime:
             log.exception("signal validator failed")
             return False
 
+    def _make_validator(self, topic: str, fn: TopicValidatorFn) -> Callable[[ID, Any], bool]:
+        def validate(forwarder: ID, msg: Any) -> bool:
+            self._ignore_pending = False
+            try:
+                if forwarder == self.my_id:
+                    return True  # our own publish
+                origin = ID(bytes(msg.from_id)).to_base58()
+                if not self.allows_base58(origin):
+                    self.counters["p2p_rejects_forwarded"] += 1
+                    return False
+                outcome = fn(origin, bytes(msg.data))
+                if outcome is Outcome.ACCEPT:
+                    return True
+                if outcome is Outcome.IGNORE:
+                    self._ignore_pending = True
+                else:
+                    self.counters["p2p_rejects_forwarded"] += 1
+                return False
+            except Exception:
+                self.counters["p2p_validator_errors"] += 1
+                log.exception("validator of topic %s failed", topic)
+                return False
+
+        return validate
+
+    def allows(self, peer: ID) -> bool:
+        """May ``peer`` connect (roster gate when configured, else the members table)?"""
+        if self._is_allowed is not None:
+            return self._is_allowed(peer.to_base58())
+        return peer in self.allowed
+
+    def allows_base58(self, peer: str) -> bool:
+        if self._is_allowed is not None:
+            return self._is_allowed(peer)
+        try:
+            return ID.from_base58(peer) in self.allowed
+        except Exception:
+            return False
+
     # -- background tasks -----------------------------------------------
     async def drain(self, subscription: Any) -> None:
         """Empty the subscription queue (delivery already happened in the validator)."""
@@ -198,7 +247,7 @@ class HostRuntime:
         """Keep a connection to every configured peer; back off exponentially on failure."""
         s = self.settings
         infos = [info_from_p2p_addr(multiaddr.Multiaddr(p)) for p in s.peers]
-        infos = [i for i in infos if i.peer_id != self.my_id and i.peer_id in self.allowed]
+        infos = [i for i in infos if i.peer_id != self.my_id and self.allows(i.peer_id)]
         backoff = {i.peer_id: s.redial_min_ms / 1000.0 for i in infos}
         next_try = {i.peer_id: 0.0 for i in infos}
         while True:
@@ -231,7 +280,8 @@ class HostRuntime:
     def connected_peers(self) -> int:
         if self.host is None:
             return 0
-        return sum(1 for pid in self.allowed if self.host.get_network().get_connections(pid))
+        net = self.host.get_network()
+        return sum(1 for pid in list(net.connections) if pid != self.my_id and self.allows(pid))
 
     def mesh_size(self, gossipsub: GossipSub) -> int:
         return len(gossipsub.mesh.get(self.settings.topic, ()))

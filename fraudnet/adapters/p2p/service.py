@@ -7,8 +7,17 @@ Theory of operation::
     publish_nowait(signals) --run_sync_soon--> SignalBatcher.offer   (bounded)
                                               flush task: one envelope / flush interval
                                               GossipSub publish
+    publish_nowait(topic, data) -run_sync_soon-> raw channel (64) -> GossipSub publish
     on_signals(payload)  <--call_soon_threadsafe-- topic validator ACCEPT
-                                              (bounded: inbound_queue in flight)
+    on_message(origin, data) <-call_soon_threadsafe- registered topic validator ACCEPT
+                                              (bounded: inbound_queue in flight, shared)
+
+Registered topics (:meth:`P2PService.register_topic`, before :meth:`start`):
+the service bounds the size, applies a per-origin token bucket (over the
+rate: IGNORE, not penalised), then runs the component's validator on the
+trio thread (cheap, must not raise; ACCEPT / REJECT -- penalises the
+forwarding peer -- / IGNORE per GossipSub v1.1) and hands accepted messages
+to the component on the asyncio loop through the same bounded bridge.
 
 Rules:
 
@@ -35,8 +44,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import msgpack
 import multiaddr
@@ -47,6 +57,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from fraudnet.core import crypto
 from fraudnet.core.signals import (
     NetworkKeyring,
+    Outcome,
     Signal,
     SignalBatcher,
     SignalPayload,
@@ -57,7 +68,7 @@ from fraudnet.core.signals import (
 from fraudnet.errors import ConfigError, UnavailableError
 
 from . import files
-from .host import HostRuntime
+from .host import HostRuntime, TopicValidatorFn
 from .settings import P2PSettings
 
 __all__ = ["P2PService"]
@@ -81,7 +92,23 @@ _COUNTERS = (
     "p2p_dials_failed",
     "p2p_state_writes",
     "p2p_raw_dropped",
+    "p2p_topic_accepted",
+    "p2p_topic_rejected",
+    "p2p_topic_ignored",
+    "p2p_topic_oversize",
+    "p2p_topic_rate_limited",
 )
+
+
+@dataclass(slots=True)
+class _Topic:
+    name: str
+    validate: TopicValidatorFn
+    on_message: Callable[[str, bytes], None]
+    max_bytes: int
+    rate_per_s: float
+    burst: float
+    buckets: dict[str, tuple[float, float]]
 
 
 class P2PService:
@@ -96,6 +123,7 @@ class P2PService:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         clock: Callable[[], float] = time.time,
+        is_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
@@ -141,8 +169,10 @@ class P2PService:
             max_pending=settings.outbound_pending,
         )
         self.runtime = HostRuntime(
-            settings, node_key, self.validator, self.counters, self._accepted, clock
-        )
+            settings, node_key, self.validator, self.counters, self._accepted, clock,
+            is_allowed=is_allowed,
+        )  # fmt: skip
+        self._topics: dict[str, _Topic] = {}
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -181,9 +211,77 @@ class P2PService:
             raise UnavailableError("p2p thread did not stop in time")
         self._thread = None
 
+    def register_topic(
+        self,
+        topic: str,
+        validate: TopicValidatorFn,
+        on_message: Callable[[str, bytes], None],
+        *,
+        max_bytes: int = 64 * 1024,
+        rate_per_s: float = 200.0,
+        burst: float = 1000.0,
+    ) -> None:
+        """Carry ``topic`` too (call before :meth:`start`).
+
+        ``validate(origin_peer_id, data)`` runs on the trio thread for every
+        message not from this node, after the size bound and the per-origin
+        token bucket (``rate_per_s``/``burst``; over: IGNORE); it must be cheap
+        and never raise (an exception counts as REJECT). Accepted messages are
+        forwarded by GossipSub and delivered as ``on_message(origin, data)`` on
+        the asyncio loop (bounded by ``inbound_queue``; beyond it dropped and
+        counted). Own publications are not delivered back.
+        """
+        if self._thread is not None:
+            raise UnavailableError("register_topic after start()")
+        if topic == self.settings.topic or topic in self._topics:
+            raise ConfigError(f"p2p topic {topic!r} registered twice")
+        t = _Topic(topic, validate, on_message, max_bytes, rate_per_s, burst, {})
+        self._topics[topic] = t
+        self.runtime.extra_topics[topic] = lambda origin, data: self._check_topic(t, origin, data)
+
+    def _check_topic(self, t: _Topic, origin: str, data: bytes) -> Outcome:
+        if len(data) > t.max_bytes:
+            self.counters["p2p_topic_oversize"] += 1
+            self.counters["p2p_topic_rejected"] += 1
+            return Outcome.REJECT
+        now = time.monotonic()
+        tokens, last = t.buckets.get(origin, (t.burst, now))
+        tokens = min(t.burst, tokens + (now - last) * t.rate_per_s)
+        if tokens < 1.0:
+            t.buckets[origin] = (tokens, now)
+            self.counters["p2p_topic_rate_limited"] += 1
+            self.counters["p2p_topic_ignored"] += 1
+            return Outcome.IGNORE
+        t.buckets[origin] = (tokens - 1.0, now)
+        outcome = t.validate(origin, data)
+        if outcome is Outcome.ACCEPT:
+            self.counters["p2p_topic_accepted"] += 1
+            self._bridge(t.on_message, origin, data)
+        elif outcome is Outcome.IGNORE:
+            self.counters["p2p_topic_ignored"] += 1
+        else:
+            self.counters["p2p_topic_rejected"] += 1
+        return outcome
+
     # -- bridge: asyncio -> trio -----------------------------------------
-    def publish_nowait(self, signals: Sequence[Signal]) -> bool:
-        """Hand signals to the batcher (thread-safe, never blocks or raises)."""
+    @overload
+    def publish_nowait(self, signals: Sequence[Signal], /) -> bool: ...
+    @overload
+    def publish_nowait(self, topic: str, data: bytes, /) -> bool: ...
+    def publish_nowait(self, what: Sequence[Signal] | str, data: bytes | None = None) -> bool:
+        """Publish (thread-safe, never blocks or raises).
+
+        ``publish_nowait(signals)`` hands signals to the batcher (one sealed
+        envelope per flush interval); ``publish_nowait(topic, data)`` publishes
+        ``data`` as it is on a registered topic (or the signals topic), through
+        a bounded channel of 64 (full: dropped, ``p2p_raw_dropped``).
+        """
+        if isinstance(what, str):
+            if what != self.settings.topic and what not in self._topics:
+                self.counters["p2p_publish_errors"] += 1
+                return False
+            return self._raw_nowait(what, bytes(data or b""))
+        signals = what
         token = self._token
         if token is None or not signals:
             self.counters["p2p_outbound_dropped_stopped"] += len(signals)
@@ -198,30 +296,33 @@ class P2PService:
     def publish_bytes_nowait(self, data: bytes) -> bool:
         """Publish already-sealed envelope bytes on the signals topic as they are.
 
-        For other envelope types sharing the transport, and for tests that
-        must put hostile bytes on the wire. Bounded (64 waiting); never raises.
+        For tests that must put hostile bytes on the wire. Bounded (64
+        waiting); never raises.
         """
+        return self._raw_nowait(self.settings.topic, bytes(data))
+
+    def _raw_nowait(self, topic: str, data: bytes) -> bool:
         token = self._token
         if token is None:
             self.counters["p2p_outbound_dropped_stopped"] += 1
             return False
         try:
-            token.run_sync_soon(self._raw_offer, bytes(data))
+            token.run_sync_soon(self._raw_offer, (topic, data))
         except trio.RunFinishedError:
             self.counters["p2p_outbound_dropped_stopped"] += 1
             return False
         return True
 
-    def _raw_offer(self, data: bytes) -> None:
+    def _raw_offer(self, item: tuple[str, bytes]) -> None:
         try:
-            self._raw_send.send_nowait(data)
+            self._raw_send.send_nowait(item)
         except trio.WouldBlock:
             self.counters["p2p_raw_dropped"] += 1
 
     async def _raw_loop(self, pubsub: Any) -> None:
-        async for data in self._raw_recv:
+        async for topic, data in self._raw_recv:
             try:
-                await pubsub.publish(self.settings.topic, data)
+                await pubsub.publish(topic, data)
             except Exception as e:
                 self.counters["p2p_publish_errors"] += 1
                 log.warning("raw publish failed: %s", e)
@@ -233,8 +334,11 @@ class P2PService:
     # -- bridge: trio -> asyncio -----------------------------------------
     def _accepted(self, payload: SignalPayload) -> None:
         self._replay_dirty = True
+        self._bridge(self._on_signals, payload)
+
+    def _bridge(self, fn: Callable[..., None], *args: Any) -> None:
         if self._loop is None:
-            self._deliver(payload, counted=False)
+            self._deliver(fn, args, False)
             return
         with self._inflight_lock:
             if self._inflight >= self.settings.inbound_queue:
@@ -242,21 +346,21 @@ class P2PService:
                 return
             self._inflight += 1
         try:
-            self._loop.call_soon_threadsafe(self._deliver, payload, True)
+            self._loop.call_soon_threadsafe(self._deliver, fn, args, True)
         except RuntimeError:  # loop closed
             with self._inflight_lock:
                 self._inflight -= 1
             self.counters["p2p_inbound_dropped"] += 1
 
-    def _deliver(self, payload: SignalPayload, counted: bool) -> None:
+    def _deliver(self, fn: Callable[..., None], args: tuple[Any, ...], counted: bool) -> None:
         if counted:
             with self._inflight_lock:
                 self._inflight -= 1
         try:
-            self._on_signals(payload)
+            fn(*args)
         except Exception:
             self.counters["p2p_callback_errors"] += 1
-            log.exception("on_signals callback failed")
+            log.exception("p2p delivery callback failed")
 
     def highest_seq(self, signer: str) -> int:
         """Highest sequence number accepted from ``signer`` (-1 if none)."""
@@ -285,7 +389,7 @@ class P2PService:
 
     async def _main(self) -> None:
         host, pubsub, gossipsub = self.runtime.build()
-        self._raw_send, self._raw_recv = trio.open_memory_channel[bytes](64)
+        self._raw_send, self._raw_recv = trio.open_memory_channel[tuple[str, bytes]](64)
         s = self.settings
         try:
             with trio.CancelScope() as cancel:
@@ -298,6 +402,8 @@ class P2PService:
                 ):
                     await pubsub.wait_until_ready()
                     sub = await pubsub.subscribe(s.topic)
+                    for topic in self._topics:
+                        nursery.start_soon(self.runtime.drain, await pubsub.subscribe(topic))
                     self.address = f"{s.listen}/p2p/{host.get_id().to_base58()}"
                     nursery.start_soon(self.runtime.drain, sub)
                     nursery.start_soon(self.runtime.redial)

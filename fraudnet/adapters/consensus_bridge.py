@@ -1,0 +1,462 @@
+"""The node's consensus adapter: attest from local evidence, track quorums from the network.
+
+Theory of operation::
+
+    NetworkBridge.on_decided (loop)  -- local score >= threshold --> Attester.flag
+    labels (false positive)           ----------------------------> Attester.unflag
+        own SignedAttestation --> QuorumTracker.add_attestation + publish (attestations topic)
+
+    p2p thread (trio): validators of the attestations / proofs / roster topics
+        (origin must be a roster member's node; signature checked against the
+        roster tip before anything is decoded; stale or far-future windows IGNORE)
+    loop: QuorumTracker.receive_* --> Publish (re-gossip) | VerdictChanged
+        VerdictChanged --> verdict table (``verdict_for``), certificate appended
+        to ``DIR/state/verdicts.store`` and a ``verdict`` audit record
+        adopted roster update --> ``DIR/state/roster.chain`` + ``roster_change`` record
+
+Rules:
+
+1. Attestations come from this node's *local* scores and labels only; what it
+   hears from the network never reaches the :class:`Attester`.
+2. :meth:`ConsensusBridge.verdict_for` is a dict lookup plus an expiry check:
+   safe and cheap on the decision path.
+3. Sequence numbers survive restarts: each start reserves a new block of
+   2**16 per-entity sequence numbers (``state/consensus/attester-restarts``,
+   written before use), so a restarted node never signs a second, different
+   statement under an identity it already used (which would be equivocation).
+4. Network input never raises out of a callback: errors are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fraudnet.core import crypto
+from fraudnet.core.audit.schema import AuditRecord, event_record
+from fraudnet.core.consensus import (
+    IGNORE_REASONS,
+    TOPIC_ATTESTATIONS,
+    TOPIC_PROOFS,
+    TOPIC_ROSTER,
+    Attester,
+    Evidence,
+    Publish,
+    QuorumTracker,
+    RosterChain,
+    SignedAttestation,
+    Verdict,
+    VerdictChanged,
+    VerdictPolicy,
+    decode_update,
+    open_attestation,
+    open_proof,
+)
+from fraudnet.core.consensus.attestation import MAX_ATTESTATION_BYTES, MAX_SEQ
+from fraudnet.core.signals import Outcome
+from fraudnet.errors import ConfigError, ConsensusError, FraudnetError
+
+from .p2p.files import atomic_write
+from .p2p.service import P2PService
+from .storage.verdicts import append_certificate
+
+__all__ = ["VERDICT_REASONS", "ConsensusBridge", "ConsensusSettings", "load_chain_file", "topics"]
+
+log = logging.getLogger("fraudnet.consensus")
+
+#: verdict level -> the reason code a decision cites
+VERDICT_REASONS: Final[Mapping[str, str]] = {
+    "advisory": "network_verdict_advisory",
+    "step-up": "network_verdict_step_up",
+    "block": "network_verdict_block",
+    "clear": "network_verdict_clear",
+}
+SEQ_BLOCK: Final = 1 << 16
+_RESTARTS_FILE: Final = "attester-restarts"
+MAX_PROOF_BYTES: Final = 16 * 1024
+MAX_ROSTER_UPDATE_BYTES: Final = 512 * 1024
+
+
+def topics(network_id: str) -> dict[str, str]:
+    """The tracker's topic constants -> this network's GossipSub topic names."""
+    return {
+        TOPIC_ATTESTATIONS: f"fraudnet/{network_id}/attestations/1",
+        TOPIC_PROOFS: f"fraudnet/{network_id}/equivocation/1",
+        TOPIC_ROSTER: f"fraudnet/{network_id}/roster/1",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSettings:
+    """``[consensus]`` of ``node.toml``, validated once.
+
+    Example::
+
+        [consensus]
+        roster_chain = "roster.chain"   # relative to the node directory
+        genesis = "<64 hex: the trusted genesis hash>"
+        window_s = 600                  # verdict window (same on every member)
+        grace_s = 60
+        attest_threshold = 0.8          # local score that makes this member attest risk
+        opinion_ttl_s = 1800
+        max_attest_per_s = 50.0
+    """
+
+    roster_chain: Path
+    anchor: bytes
+    policy: VerdictPolicy
+    state_dir: Path
+    attest_threshold: float = 0.8
+    opinion_ttl_us: int = 1_800_000_000
+    max_attest_per_s: float = 50.0
+
+    @property
+    def verdict_store(self) -> Path:
+        return self.state_dir.parent / "verdicts.store"
+
+    @classmethod
+    def from_mapping(
+        cls, m: Any, where: str, *, node_dir: Path, default_threshold: float = 0.8
+    ) -> ConsensusSettings:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"{where}: consensus.{key}: {why}")
+
+        if not isinstance(m, Mapping):
+            raise ConfigError(f"{where}: [consensus] must be a table")
+        known = {"roster_chain", "genesis", "window_s", "grace_s", "attest_threshold",
+                 "opinion_ttl_s", "max_attest_per_s"}  # fmt: skip
+        unknown = sorted(set(m) - known)
+        if unknown:
+            raise bad(unknown[0], "unknown setting")
+        for req in ("roster_chain", "genesis"):
+            if not isinstance(m.get(req), str) or not m[req]:
+                raise bad(req, "is required (a non-empty string)")
+        try:
+            anchor = bytes.fromhex(m["genesis"])
+        except ValueError:
+            anchor = b""
+        if len(anchor) != 32:
+            raise bad("genesis", "must be the 64-hex-character genesis hash")
+
+        def number(key: str, default: float, lo: float, hi: float) -> float:
+            v = m.get(key, default)
+            if type(v) not in (int, float) or not lo <= v <= hi:
+                raise bad(key, f"must be a number in [{lo}, {hi}]")
+            return float(v)
+
+        window = number("window_s", 600, 1, 86_400)
+        grace = number("grace_s", 60, 0, 86_400)
+        try:
+            policy = VerdictPolicy(int(window * 1e6), int(grace * 1e6))
+        except ConsensusError as e:
+            raise bad("window_s", e.detail) from None
+        return cls(
+            roster_chain=node_dir / m["roster_chain"],
+            anchor=anchor,
+            policy=policy,
+            state_dir=node_dir / "state" / "consensus",
+            attest_threshold=number("attest_threshold", default_threshold, 0.0, 1.0),
+            opinion_ttl_us=int(number("opinion_ttl_s", 1800, 1, 30 * 86_400) * 1e6),
+            max_attest_per_s=number("max_attest_per_s", 50.0, 0.01, 10_000),
+        )
+
+
+def load_chain_file(settings: ConsensusSettings) -> RosterChain:
+    """The configured chain, or the longer chain this node adopted since (same anchor)."""
+    chains = []
+    for path in (settings.roster_chain, settings.state_dir.parent / "roster.chain"):
+        if path == settings.roster_chain or path.exists():
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot read roster chain ({e.strerror})") from None
+            try:
+                chains.append(RosterChain.decode(data, settings.anchor))
+            except ConsensusError as e:
+                raise ConfigError(f"{path}: roster chain does not verify: {e}") from None
+    return max(chains, key=lambda c: c.tip.version)
+
+
+class _RestartSafeAttester(Attester):
+    """An :class:`Attester` whose per-entity sequence numbers start at ``seq_base`` (rule 3)."""
+
+    def __init__(self, *args: Any, seq_base: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.seq_base = seq_base
+
+    def _sign(
+        self, kind: str, entity: bytes, e: Any, stance: str, now_us: int
+    ) -> SignedAttestation:
+        e.seq = max(e.seq, self.seq_base)
+        return super()._sign(kind, entity, e, stance, now_us)
+
+
+def _reserve_seq_base(state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / _RESTARTS_FILE
+    try:
+        n = int(path.read_text().strip() or "0") if path.exists() else 0
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e})") from None
+    if (n + 2) * SEQ_BLOCK > MAX_SEQ:
+        raise ConfigError(f"{path}: attester sequence space exhausted; rotate the member key")
+    atomic_write(path, f"{n + 1}\n".encode())
+    return n * SEQ_BLOCK
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+class ConsensusBridge:
+    """See module docstring. Loop-thread methods unless named ``_validate_*``."""
+
+    def __init__(
+        self,
+        settings: ConsensusSettings,
+        chain: RosterChain,
+        node_key: Ed25519PrivateKey,
+        audit_append: Callable[[AuditRecord], None],
+        actor: str,
+        *,
+        clock: Callable[[], int] = _wall_us,
+    ) -> None:
+        self.settings = settings
+        self.chain = chain
+        self.actor = actor
+        self._append = audit_append
+        self._clock = clock
+        tip = chain.tip
+        own = crypto.public_bytes(node_key)
+        mine = [m for m in tip.members if m.public_key == own]
+        if not mine:
+            raise ConfigError(
+                f"{settings.roster_chain}: this node's key is not a member of roster v{tip.version}"
+            )
+        self.member_id = mine[0].member_id
+        self.policy = settings.policy
+        self.tracker = QuorumTracker(chain, self.policy, reporter=(self.member_id, node_key))
+        self.attester = _RestartSafeAttester(
+            self.member_id, node_key, tip.network, tip.key_epoch, self.policy,
+            opinion_ttl_us=settings.opinion_ttl_us,
+            seq_base=_reserve_seq_base(settings.state_dir),
+        )  # fmt: skip
+        self.topics = topics(tip.network)
+        self.counters: Counter[str] = Counter()
+        self._verdicts: dict[tuple[str, bytes], Verdict] = {}
+        self._flagged_tx: OrderedDict[str, bytes] = OrderedDict()
+        self._bucket = (settings.max_attest_per_s * 10, 0)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-store")
+        self.p2p: P2PService | None = None
+        self.on_verdict: list[Callable[[Verdict], None]] = []
+
+    # -- wiring ----------------------------------------------------------------------
+    def attach(self, p2p: P2PService) -> None:
+        """Register the consensus topics on ``p2p`` (before it starts)."""
+        self.p2p = p2p
+        t = self.topics
+        p2p.register_topic(t[TOPIC_ATTESTATIONS], self._validate_attestation,
+                           self._on_attestation, max_bytes=MAX_ATTESTATION_BYTES + 160,
+                           rate_per_s=600.0, burst=6000.0)  # fmt: skip
+        p2p.register_topic(t[TOPIC_PROOFS], self._validate_proof, self._on_proof,
+                           max_bytes=MAX_PROOF_BYTES, rate_per_s=5.0, burst=50.0)  # fmt: skip
+        p2p.register_topic(
+            t[TOPIC_ROSTER], self._validate_roster, self._on_roster,
+            max_bytes=MAX_ROSTER_UPDATE_BYTES, rate_per_s=1.0, burst=10.0,
+        )  # fmt: skip
+
+    def peer_allowed(self, peer_id: str) -> bool:
+        """Connection gate: only nodes of the current roster's members (thread-safe read)."""
+        return self.chain.tip.member_for_peer(peer_id) is not None
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
+    # -- decision path -----------------------------------------------------------------
+    def verdict_for(self, kind: str, entity: bytes, now_us: int) -> Verdict | None:
+        """The network verdict on ``entity`` in force at ``now_us`` (None: no verdict)."""
+        v = self._verdicts.get((kind, entity))
+        if v is None or v.level == "none" or v.expires_at_us <= now_us:
+            return None
+        return v
+
+    def verdicts(self) -> dict[tuple[str, bytes], Verdict]:
+        return dict(self._verdicts)
+
+    # -- local evidence ------------------------------------------------------------------
+    def note_local_score(
+        self, kind: str, entity: bytes, key_epoch: int, score: float, now_us: int,
+        *, tx_id: str = "", reasons: tuple[str, ...] = (),
+    ) -> bool:  # fmt: skip
+        """A local decision: attest risk when ``score`` crosses the threshold. True if signed."""
+        if score < self.settings.attest_threshold or key_epoch != self.attester.key_epoch:
+            return False
+        if not self._take_token(now_us):
+            self.counters["attest_rate_limited"] += 1
+            return False
+        band = max(1, min(10, int(score * 10)))
+        ev = Evidence(n_tx=1, n_flagged=1, reasons=reasons[:8])
+        sas = self.attester.flag(kind, entity, now_us, score_band=band, evidence=ev)
+        if tx_id:
+            self._flagged_tx[tx_id] = entity
+            while len(self._flagged_tx) > 100_000:
+                self._flagged_tx.popitem(last=False)
+        self._publish_own(sas, now_us)
+        return bool(sas)
+
+    def note_false_positive(self, tx_id: str, now_us: int) -> bool:
+        """A false-positive label on a transaction this node attested about: sign clear."""
+        entity = self._flagged_tx.pop(tx_id, None)
+        if entity is None:
+            return False
+        self._publish_own(self.attester.unflag("card", entity, now_us), now_us)
+        return True
+
+    def tick(self, now_us: int | None = None) -> None:
+        """Renew live opinions, apply expiries (call about once a second)."""
+        now = self._clock() if now_us is None else now_us
+        self._publish_own(self.attester.tick(now), now)
+        self._apply(self.tracker.tick(now), now)
+
+    def _take_token(self, now_us: int) -> bool:
+        rate = self.settings.max_attest_per_s
+        tokens, last = self._bucket
+        tokens = min(rate * 10, tokens + (now_us - last) * rate / 1e6)
+        if tokens < 1.0:
+            self._bucket = (tokens, now_us)
+            return False
+        self._bucket = (tokens - 1.0, now_us)
+        return True
+
+    def _publish_own(self, sas: list[SignedAttestation], now_us: int) -> None:
+        for sa in sas:
+            self.counters["attestations_signed"] += 1
+            if self.p2p is not None:
+                self.p2p.publish_nowait(self.topics[TOPIC_ATTESTATIONS], sa.to_wire())
+            try:
+                self._apply(self.tracker.add_attestation(sa, now_us), now_us)
+            except ConsensusError as e:
+                self.counters[f"own_rejected:{e.reason}"] += 1
+
+    # -- trio-side validators (cheap, never raise) ------------------------------------------
+    def _validate_attestation(self, origin: str, data: bytes) -> Outcome:
+        tip = self.chain.tip
+        try:
+            sa = open_attestation(data, tip)
+        except ConsensusError as e:
+            return (
+                Outcome.IGNORE if e.reason in IGNORE_REASONS | {"wrong-epoch"} else Outcome.REJECT
+            )
+        w, now = sa.body.window, _wall_us()
+        if self.policy.expires_at(w) <= now or w > self.policy.window_of(now) + 1:
+            return Outcome.IGNORE
+        return Outcome.ACCEPT
+
+    def _validate_proof(self, origin: str, data: bytes) -> Outcome:
+        try:
+            open_proof(data, self.chain)
+        except ConsensusError:
+            return Outcome.REJECT
+        return Outcome.ACCEPT
+
+    def _validate_roster(self, origin: str, data: bytes) -> Outcome:
+        try:
+            raw, _votes = decode_update(data)
+            base = self.chain.base_of(raw)
+        except ConsensusError:
+            return Outcome.REJECT
+        return Outcome.IGNORE if base is None else Outcome.ACCEPT
+
+    # -- loop-side delivery --------------------------------------------------------------------
+    def _on_attestation(self, origin: str, data: bytes) -> None:
+        self._receive("attestation", self.tracker.receive_attestation, data)
+
+    def _on_proof(self, origin: str, data: bytes) -> None:
+        self._receive("proof", self.tracker.receive_proof, data)
+
+    def _on_roster(self, origin: str, data: bytes) -> None:
+        before = self.chain.tip
+        self._receive("roster", self.tracker.receive_roster_update, data)
+        tip = self.chain.tip
+        if tip.hash == before.hash:
+            return
+        if tip.key_epoch != self.attester.key_epoch:
+            self.attester.rekey(tip.key_epoch)
+        try:
+            atomic_write(self.settings.state_dir.parent / "roster.chain", self.chain.encode())
+        except OSError as e:
+            log.error("cannot persist the adopted roster chain: %s", e)
+        self._append(event_record(
+            "roster_change", at_us=self._clock(), actor=self.actor, action="adopt",
+            origin="network", resource=f"roster:{tip.network}",
+            change=f"v{before.version}->v{tip.version}",
+            details={"roster_hash": tip.hash.hex(), "prev_hash": before.hash.hex(),
+                     "members": [m.member_id for m in tip.members], "f": tip.f,
+                     "key_epoch": tip.key_epoch},
+        ))  # fmt: skip
+
+    def _receive(self, what: str, fn: Callable[[bytes, int], list[Any]], data: bytes) -> None:
+        now = self._clock()
+        try:
+            outs = fn(data, now)
+        except ConsensusError as e:
+            self.counters[f"{what}_ignored:{e.reason}"] += 1
+            return
+        except FraudnetError as e:  # defensive: hostile bytes must never crash the loop
+            self.counters[f"{what}_error"] += 1
+            log.warning("consensus %s rejected: %s", what, e)
+            return
+        self.counters[f"{what}_accepted"] += 1
+        self._apply(outs, now)
+
+    def _apply(self, outs: list[Any], now_us: int) -> None:
+        for o in outs:
+            if isinstance(o, Publish):
+                if self.p2p is not None:
+                    self.p2p.publish_nowait(self.topics.get(o.topic, o.topic), o.data)
+            elif isinstance(o, VerdictChanged):
+                self._verdict_changed(o, now_us)
+
+    def _verdict_changed(self, change: VerdictChanged, now_us: int) -> None:
+        v = change.verdict
+        key = (v.entity_kind, v.entity)
+        if v.level == "none":
+            self._verdicts.pop(key, None)
+        else:
+            self._verdicts[key] = v
+        self.counters[f"verdicts_{v.level}"] += 1
+        cert = v.certificate()
+        cert_hash = hashlib.sha256(cert.encode()).hexdigest() if cert is not None else ""
+        # the deciding statement is the latest one of the support; same host clock in tests
+        decided = max((a.body.issued_at_us for a in v.support), default=now_us)
+        if cert is not None:
+            fut = asyncio.get_running_loop().run_in_executor(
+                self._io, append_certificate, self.settings.verdict_store, cert
+            )
+            fut.add_done_callback(_log_store_failure)
+        for cb in self.on_verdict:
+            cb(v)
+        self._append(event_record(
+            "verdict", at_us=now_us, actor=self.actor, action=v.level, outcome=v.level,
+            origin="network", resource=f"{v.entity_kind}:{v.entity.hex()}",
+            verdict_id=cert_hash or f"none:{v.entity.hex()}",
+            details={"entity": v.entity, "previous": change.old, "window": v.window,
+                     "members": list(v.members), "roster_hash": v.roster_hash.hex(),
+                     "certificate_sha256": cert_hash, "expires_at_us": v.expires_at_us,
+                     "deciding_issued_at_us": decided, "latency_us": now_us - decided},
+        ))  # fmt: skip
+
+
+def _log_store_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("cannot append to the verdict store: %r", fut.exception())
