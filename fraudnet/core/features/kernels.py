@@ -253,6 +253,8 @@ def fold_many(
         n_terms = 1
         recent_amt[0] = a
         n_recent = 1
+        old_cnt = 0
+        old_sum = 0.0
         idx = pos
         for step in range(n):
             idx -= 1
@@ -281,6 +283,9 @@ def fold_many(
             if age < 14 * _DAY:
                 recent_amt[n_recent] = x
                 n_recent += 1
+            else:
+                old_cnt += 1
+                old_sum += x
             if age < 7 * _DAY:
                 cnt_7 += 1
                 sum_7 += x
@@ -304,6 +309,7 @@ def fold_many(
             d30 = math.floor((t - 30 * _DAY) / _DAY) + 1
             d7 = math.floor((t - 7 * _DAY) / _DAY) + 1
             d1 = math.floor((t - _DAY) / _DAY) + 1
+            d14 = math.floor((t - 14 * _DAY) / _DAY) + 1
             dt = math.floor(t / _DAY)
             for d in range(max(d30, oh - OVF_DAYS + 1), min(dt, oh) + 1):
                 k = d % OVF_DAYS
@@ -315,6 +321,9 @@ def fold_many(
                 p_sum += sm
                 p_sq += np.float64(c_ovf_f[cs, k, 1])
                 p_max = max(p_max, np.float64(c_ovf_f[cs, k, 2]))
+                if d < d14:
+                    old_cnt += c
+                    old_sum += sm
                 if d >= d7:
                     cnt_7 += c
                     sum_7 += sm
@@ -466,6 +475,19 @@ def fold_many(
         row[28] = 0.0
         row[29] = 0.0
         row[30] = _SINCE_CAP
+        # schema v2: the card's amounts against its history 14-30 days back, which a
+        # compromise of the last two weeks has not yet inflated
+        if old_cnt > 0 and old_sum > 0.0:
+            old_lim = old_sum / old_cnt
+            row[31] = a / old_lim
+            n_old_high = 0
+            for kk in range(n_recent):
+                if recent_amt[kk] > 2.0 * old_lim:
+                    n_old_high += 1
+            row[32] = n_old_high
+        else:
+            row[31] = 1.0
+            row[32] = 0.0
     return int(order.shape[0])
 
 

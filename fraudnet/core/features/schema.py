@@ -1,6 +1,9 @@
 """Feature schema (names, order, reason codes) and window geometry.
 
-The schema is versioned. Version 1 has 31 columns in four groups:
+The schema is versioned. Version 1 has 31 columns in four groups; version
+2 appends two ``analyst`` columns (the card's amount against its history
+14-30 days back, and its recent count of amounts above twice that level:
+a compromise in the last two weeks inflates the 30-day mean, not this one).
 
 * ``handbook`` -- the 15 baseline features of the Fraud Detection Handbook
   (amount, weekend, night; card count/mean amount over 1/7/30 days including
@@ -44,7 +47,7 @@ __all__ = [
     "feature_index",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 HOUR_S: Final = 3600.0
 DAY_S: Final = 86400.0
 #: cap (seconds) for "time since" features when there is no previous event
@@ -116,6 +119,15 @@ FEATURES: Final[tuple[FeatureSpec, ...]] = (
     FeatureSpec("NET_TERM_MAX_SCORE", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
     FeatureSpec(
         "NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"
+    ),
+    # ---- schema v2 ----
+    FeatureSpec(
+        "CARD_AMOUNT_RATIO_OLD_HISTORY", "analyst", "CARD_AMOUNT_VS_HISTORY",
+        "amount / mean amount of the card's tx in (t-30d, t-14d] (1 when none)",
+    ),
+    FeatureSpec(
+        "CARD_NB_ABOVE_OLD_2X_14DAY", "analyst", "CARD_AMOUNT_VS_HISTORY",
+        "card tx in (t-14d, t] above twice the mean of its tx in (t-30d, t-14d]",
     ),
 )  # fmt: skip
 

@@ -30,10 +30,14 @@ def make_stream(seed: int, n: int = 400, cards: int = 8, terms: int = 4, days: f
     return ck, tk, ts, amt, lab
 
 
-def card_reference(ck, tk, ts, amt):
+def card_reference(ck, tk, ts, amt_in):
     n = len(ts)
     rows = []
+    # the ring keeps earlier amounts as float32; the current one is exact
+    amt32 = amt_in.astype(np.float32).astype(np.float64)
     for i in range(n):
+        amt = amt32.copy()
+        amt[i] = amt_in[i]
         t = ts[i]
         prev = [j for j in range(i) if ck[j] == ck[i]]
         cur = [*prev, i]
@@ -58,6 +62,16 @@ def card_reference(ck, tk, ts, amt):
             r["CARD_AMOUNT_ZSCORE_30DAY"] = 0.0
             r["CARD_AMOUNT_RATIO_MAX_30DAY"] = 1.0
             r["CARD_NB_HIGH_AMOUNT_14DAY"] = 0
+        old = [j for j in prev if 14 * DAY <= t - ts[j] < 30 * DAY]
+        if old:
+            om = float(np.mean(amt[old]))
+            r["CARD_AMOUNT_RATIO_OLD_HISTORY"] = amt[i] / om
+            r["CARD_NB_ABOVE_OLD_2X_14DAY"] = len(
+                [j for j in cur if t - ts[j] < 14 * DAY and amt[j] > 2 * om]
+            )
+        else:
+            r["CARD_AMOUNT_RATIO_OLD_HISTORY"] = 1.0
+            r["CARD_NB_ABOVE_OLD_2X_14DAY"] = 0
         r["CARD_SECS_SINCE_PREV"] = min(t - ts[prev[-1]], 45 * DAY) if prev else 45 * DAY
         r["CARD_DISTINCT_TERMINALS_1DAY"] = len({int(tk[j]) for j in cur if t - ts[j] < DAY})
         rows.append(r)
