@@ -6,11 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from policy_helpers import HEADER, card_list, ref_of, rule, segment, velocity
 
 from fraudnet.core.policy import load_bundle
 from fraudnet.errors import PolicyError
-
-from policy_helpers import HEADER, card_list, ref_of, rule, segment, velocity
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 

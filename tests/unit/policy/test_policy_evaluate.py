@@ -30,7 +30,13 @@ def test_each_action_and_default() -> None:
     )
     res = evaluate(text, batch(5, amount=np.array([1.0, 2, 3, 4, 5])))
     assert actions(res) == ["allow", "review", "step_up", "block", "allow"]
-    assert [outcome_of(int(c)) for c in res.codes] == ["allow", "review", "review", "block", "allow"]
+    assert [outcome_of(int(c)) for c in res.codes] == [
+        "allow",
+        "review",
+        "review",
+        "block",
+        "allow",
+    ]
     reasons = res.reasons_many([("M",)] * 5)
     assert reasons[0] == ("rule:a@v1: a fired", "M")
     assert reasons[2] == ("action:step_up", "rule:s@v1: s fired", "M")
@@ -134,7 +140,7 @@ def test_reasons_list_all_matching_rules_of_the_stage_decisive_first() -> None:
 
 
 def test_disabled_rule_never_fires() -> None:
-    text = HEADER + rule("b", "block", "amount > 0").replace('when =', "enabled = false\nwhen =")
+    text = HEADER + rule("b", "block", "amount > 0").replace("when =", "enabled = false\nwhen =")
     assert actions(evaluate(text, batch(2))) == ["allow", "allow"]
 
 
@@ -170,7 +176,9 @@ def test_features_are_required_when_read() -> None:
 
 
 def test_velocity_rule_counts_the_card_window() -> None:
-    text = HEADER + velocity("c", "card", "count", "1h", "1m") + rule("v", "block", "velocity.c >= 3")
+    text = (
+        HEADER + velocity("c", "card", "count", "1h", "1m") + rule("v", "block", "velocity.c >= 3")
+    )
     inp = batch(4, card_key=np.array([9, 9, 9, 8], np.uint64))
     assert actions(evaluate(text, inp)) == ["allow", "allow", "block", "allow"]
 

@@ -132,7 +132,9 @@ def test_shadow_does_not_change_live_decisions_and_counts_differences() -> None:
 
 
 def test_shadow_shares_velocity_state_without_double_counting() -> None:
-    text = HEADER + velocity("c", "card", "count", "1h", "1m") + rule("v", "block", "velocity.c >= 3")
+    text = (
+        HEADER + velocity("c", "card", "count", "1h", "1m") + rule("v", "block", "velocity.c >= 3")
+    )
     b = load_bundle(text.encode(), "a.toml")
     holder = PolicyHolder(b, now_us=0)
     holder.set_shadow(load_bundle((text + "\n# candidate\n").encode(), "b.toml"), now_us=0)
@@ -149,7 +151,9 @@ def test_shadow_removal_and_velocity_pruning() -> None:
     eng = PolicyEngine(holder)
     eng.evaluate_many(["x"], batch(1), 1.7e9)
     assert len(eng.velocity.states) == 1
-    holder.install(load_bundle((HEADER + rule("r", "review", "amount > 1")).encode(), "b"), now_us=1)
+    holder.install(
+        load_bundle((HEADER + rule("r", "review", "amount > 1")).encode(), "b"), now_us=1
+    )
     eng.prune_velocity()
     assert not eng.velocity.states
     rec = holder.set_shadow(None, now_us=2)

@@ -77,13 +77,17 @@ def test_queue_bound_refuses_and_counts(tmp_path: Path) -> None:
 
 
 def test_corrupt_or_missing_database_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no review queue"):
-        with open_review_queue(tmp_path, create=False):
-            pass
+    with (
+        pytest.raises(InputError, match="no review queue"),
+        open_review_queue(tmp_path, create=False),
+    ):
+        pass
     (tmp_path / "review.sqlite").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(InputError, match="not a review queue database"):
-        with open_review_queue(tmp_path):
-            pass
+    with (
+        pytest.raises(InputError, match="not a review queue database"),
+        open_review_queue(tmp_path),
+    ):
+        pass
 
 
 def test_review_items_from_an_engine_result(tmp_path: Path) -> None:

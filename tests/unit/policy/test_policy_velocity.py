@@ -131,7 +131,7 @@ def test_late_events_beyond_the_ring_are_dropped_and_counted() -> None:
 
 
 def test_store_folds_each_key_once_for_many_specs() -> None:
-    keys, present, ts, amt = stream(1)
+    keys, _present, ts, amt = stream(1)
     from policy_helpers import batch
 
     inp = batch(ts.shape[0], ts_s=ts, amount=amt, card_key=keys)
