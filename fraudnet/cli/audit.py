@@ -118,12 +118,31 @@ def cli() -> None:
 @LOG_ARG
 @KEY_OPT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(log: Path, key: str | None, as_json: bool) -> None:
-    """Recompute every hash and check every checkpoint; exit 0 only if intact."""
+@click.option("--witnesses", "witness_paths", multiple=True, is_eager=False,
+              type=click.Path(exists=True, path_type=Path),
+              help="Witness store (node dir, its witness/ dir or a .jsonl export); repeatable. "
+                   "Several may follow one flag: --witnesses A B C.")  # fmt: skip
+@click.argument("more_witnesses", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def verify(
+    log: Path, key: str | None, as_json: bool, witness_paths: tuple[Path, ...],
+    more_witnesses: tuple[Path, ...],
+) -> None:  # fmt: skip
+    """Recompute every hash and check every checkpoint; exit 0 only if intact.
+
+    With ``--witnesses``, also check the log against the checkpoints its peers
+    cosigned: a rewritten (re-signed) log, a log shorter than what witnesses
+    saw, and two different histories shown to different peers (split view)
+    are reported, and the exit code is non-zero.
+    """
     d = resolve_log_dir(log)
     pinned = _key(key)
+    if more_witnesses and not witness_paths:
+        raise InputError(f"unexpected argument {str(more_witnesses[0])!r} (give --witnesses first)")
     r = verify_log(d, pinned)
     cp = r.last_checkpoint
+    wrep = None
+    if witness_paths:
+        wrep = _witness_check(d, pinned, (*witness_paths, *more_witnesses), r.records)
     if as_json:
         doc = {
             "ok": r.ok, "records": r.records, "segments": r.segments,
@@ -136,6 +155,13 @@ def verify(log: Path, key: str | None, as_json: bool) -> None:
             },
             "notes": r.notes,
         }  # fmt: skip
+        if wrep is not None:
+            doc["witnesses"] = {
+                "ok": wrep.ok, "checked": wrep.checked, "witness_keys": list(wrep.witnesses),
+                "findings": [{"kind": f.kind, "tree_size": f.tree_size, "detail": f.detail}
+                             for f in wrep.findings],
+                "split_views": [sv.to_json() for sv in wrep.split_views],
+            }  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
     else:
         for n in r.notes:
@@ -144,6 +170,18 @@ def verify(log: Path, key: str | None, as_json: bool) -> None:
             click.echo("note: key not pinned (--key); using the key in the log's manifest")
     if r.damage is not None:
         raise AuditError(f"{d}: {r.damage}")
+    if wrep is not None:
+        if not as_json:
+            for f in wrep.findings:
+                click.echo(f"witness: {f}")
+        if not wrep.ok:
+            first = next(f for f in wrep.findings if f.kind != "expired")
+            raise AuditError(f"{d}: witnesses disagree with the log: {first}")
+        if wrep.checked == 0:
+            raise AuditError(f"{d}: no cosigned checkpoint of this log's key in the witness stores")
+        if not as_json:
+            click.echo(f"witnesses: {wrep.checked} cosigned checkpoints from "
+                       f"{len(wrep.witnesses)} witnesses match the log")  # fmt: skip
     if not as_json:
         where = f"size {cp.tree_size} root {cp.root.hex()}" if cp else "none"
         click.echo(
@@ -153,6 +191,48 @@ def verify(log: Path, key: str | None, as_json: bool) -> None:
         covered = cp.tree_size if cp else 0
         if covered < r.records:
             click.echo(f"note: records {covered}..{r.records - 1} are not yet checkpointed")
+
+
+def _witness_check(d: Path, pinned: bytes | None, paths: tuple[Path, ...], size: int) -> Any:
+    from fraudnet.adapters.witness import read_witness_dir
+    from fraudnet.core.audit.witness import check_against_log
+
+    m = read_manifest(d)
+    log_key = pinned or m.public_key
+    records, splits = [], []
+    for p in paths:
+        try:
+            c, s = read_witness_dir(p)
+        except IntegrityError as e:
+            raise InputError(str(e)) from None
+        records += c
+        splits += s
+    sizes = {int.from_bytes(c.signed[37:45], "big") for c in records if c.log_key == log_key}
+    roots = _roots_at(d, {n for n in sizes if n <= size})
+    return check_against_log(log_key, m.network_id, records, roots.get, size,
+                             extra_split_views=splits)  # fmt: skip
+
+
+def _roots_at(d: Path, sizes: set[int]) -> dict[int, bytes]:
+    """The log's RFC 6962 root at each wanted size (one streaming pass)."""
+    from fraudnet.adapters.storage.audit_files import list_segments, read_header
+
+    segs = list_segments(d)
+    if not segs or not sizes:
+        return {}
+    head = read_header(segs[0].log)
+    front = head.frontier.copy()
+    out: dict[int, bytes] = {}
+    if front.size in sizes:
+        out[front.size] = front.root()
+    top = max(sizes)
+    for seq, payload in iter_payloads(d, front.size):
+        if seq != front.size or front.size >= top:
+            break
+        front.append(leaf_hash(payload))
+        if front.size in sizes:
+            out[front.size] = front.root()
+    return out
 
 
 @cli.command()
