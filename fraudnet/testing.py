@@ -137,7 +137,7 @@ def init_network(
     founder and written as ``roster.chain`` into each node directory, with a
     ``[consensus]`` section naming it and its hash (also in
     ``root/roster.anchor``, see :func:`network_anchor`). With ``witness``,
-    each node gossips and cosigns audit checkpoints (``[witness]``).
+    each node gossips and cosigns audit checkpoints (``[p2p.witness]``).
     """
     import secrets
 
@@ -174,7 +174,7 @@ def init_network(
     if witness:
         for d in dirs:
             with (d / "node.toml").open("a") as f:
-                f.write("\n[witness]\ninterval_s = 1\n")
+                f.write("\n[p2p.witness]\ninterval_s = 1\n")
     return dirs
 
 

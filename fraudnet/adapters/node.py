@@ -256,10 +256,10 @@ def _build_network(
     if "consensus" in settings.extra:
         consensus, p2p = _build_consensus(settings, p2p, node_key, audit, actor, policy.threshold)
     witness = None
-    if "witness" in settings.extra:
+    if p2p.witness is not None:
         from .witness import WitnessBridge, WitnessSettings
 
-        ws = WitnessSettings.from_mapping(settings.extra["witness"], where, settings.node_dir)
+        ws = WitnessSettings.from_mapping(p2p.witness, where, settings.node_dir)
         witness = WitnessBridge(ws, p2p, node_key, audit.log, settings.node_dir)
     bridge = NetworkBridge(p2p, node_key, keyring, runtime, audit, actor, policy=policy,
                            consensus=consensus, witness=witness)  # fmt: skip

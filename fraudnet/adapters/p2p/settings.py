@@ -9,6 +9,9 @@ Example::
     network_key_file = "network.key"      # relative to the node directory
     members = { bank-a = "<64 hex: Ed25519 public key>", bank-b = "..." }
     flush_interval_ms = 100
+
+    [p2p.witness]                         # optional: gossip and cosign audit checkpoints
+    interval_s = 10                       # (validated by fraudnet.adapters.witness)
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class P2PSettings:
     redial_min_ms: int = 500
     redial_max_ms: int = 30_000
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the raw ``[p2p.witness]`` table (None: witnessing off)
+    witness: Mapping[str, Any] | None = None
 
     @property
     def topic(self) -> str:
@@ -150,7 +155,16 @@ class P2PSettings:
             outbound_pending=integer("outbound_pending", 1, 1_000_000),
             redial_min_ms=redial_min,
             redial_max_ms=redial_max,
+            witness=_table(m.get("witness"), bad),
         )
+
+
+def _table(v: Any, bad: Any) -> Mapping[str, Any] | None:
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise bad("witness", "must be a table ([p2p.witness])")
+    return dict(v)
 
 
 def _ipv4(text: str) -> bool:
