@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),
     "policy": ("fraudnet.bench.policy", "Policy evaluation (100 rules, batched), ns per tx."),
+    "consensus": ("fraudnet.bench.consensus", "Verdict formation latency across N node processes."),
 }
 
 
