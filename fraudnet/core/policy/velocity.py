@@ -4,7 +4,9 @@ Built with the feature package's machinery: the same open-addressing hash
 map (:mod:`fraudnet.core.features.hashmap`) in front of dense per-entity
 slots, the same ring of time buckets with a moving head as the terminal
 windows of :mod:`fraudnet.core.features.kernels`, one Numba kernel call per
-batch (:func:`fold_velocity_many`, pure twin ``fold_velocity_many.py_func``,
+batch (:func:`~fraudnet.core.features.velocity_kernel.fold_velocity_many`,
+which lives beside the feature kernels because core confines Numba to the
+features and scoring packages; pure twin ``fold_velocity_many.py_func``,
 parity-tested) and the same bounded growth/eviction policy.
 
 Theory of operation. A :class:`VelocityKey` ``(entity, window_s, bucket_s)``
@@ -38,18 +40,17 @@ Rules:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
 from fraudnet.errors import PolicyError
 
-from ..features.hashmap import find_or_insert, new_table, rebuild
+from ..features.hashmap import new_table, rebuild
+from ..features.velocity_kernel import NO_HEAD, fold_velocity_many
 from .inputs import PolicyInput
 
 __all__ = [
@@ -65,85 +66,8 @@ __all__ = [
 ENTITIES: Final = ("card", "terminal", "merchant", "device")
 MEASURES: Final = ("count", "sum")
 MAX_BUCKETS: Final = 1440
-NO_HEAD: Final = -(1 << 62)
 _INITIAL: Final = 1024
 F64 = npt.NDArray[np.float64]
-
-
-@numba.njit(cache=True, nogil=True)
-def fold_velocity_many(
-    tab_keys: npt.NDArray[np.uint64],
-    tab_slot: npt.NDArray[np.int32],
-    slot_keys: npt.NDArray[np.uint64],
-    meta: npt.NDArray[np.int64],
-    head: npt.NDArray[np.int64],
-    cnt: npt.NDArray[np.int32],
-    sm: npt.NDArray[np.float64],
-    last: npt.NDArray[np.float64],
-    keys: npt.NDArray[np.uint64],
-    present: npt.NDArray[np.bool_],
-    ts: npt.NDArray[np.float64],
-    amt: npt.NDArray[np.float64],
-    order: npt.NDArray[np.int64],
-    start: int,
-    nwin: int,
-    bucket_s: float,
-    out_cnt: npt.NDArray[np.float64],
-    out_sum: npt.NDArray[np.float64],
-    counters: npt.NDArray[np.int64],
-) -> int:
-    """Fold ``order[start:]`` into the state; write each transaction's window values.
-
-    Returns the position in ``order`` where it stopped: ``len(order)`` when
-    done, earlier when the entity map is full (the caller makes room and
-    calls again from there).
-    """
-    length = cnt.shape[1]
-    n: int = order.shape[0]
-    for j in range(start, n):
-        i = order[j]
-        if not present[i]:
-            out_cnt[i] = np.nan
-            out_sum[i] = np.nan
-            continue
-        s = find_or_insert(tab_keys, tab_slot, slot_keys, meta, keys[i])
-        if s < 0:
-            return j
-        t = ts[i]
-        b = math.floor(t / bucket_s)
-        h = head[s]
-        if h == NO_HEAD or b - h >= length:
-            cnt[s, :] = 0
-            sm[s, :] = 0.0
-            head[s] = b
-        elif b > h:
-            idx = (h + 1) % length
-            for _ in range(b - h):
-                cnt[s, idx] = 0
-                sm[s, idx] = 0.0
-                idx += 1
-                if idx == length:
-                    idx = 0
-            head[s] = b
-        h = head[s]
-        if h - b < length:
-            cnt[s, b % length] += 1
-            sm[s, b % length] += amt[i]
-        else:
-            counters[0] += 1
-        if t > last[s]:
-            last[s] = t
-        lo = b - nwin + 1
-        if lo < h - length + 1:
-            lo = h - length + 1
-        c = 0
-        a = 0.0
-        for x in range(lo, b + 1):
-            c += cnt[s, x % length]
-            a += sm[s, x % length]
-        out_cnt[i] = c
-        out_sum[i] = a
-    return n
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from fraudnet.core.features.velocity_kernel import fold_velocity_many
 from fraudnet.core.policy.velocity import (
     VelocityKey,
     VelocitySpec,
     VelocityState,
     VelocityStore,
-    fold_velocity_many,
 )
 from fraudnet.errors import PolicyError
 
