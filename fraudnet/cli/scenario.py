@@ -30,7 +30,9 @@ def cli() -> None:
 )  # fmt: skip
 @click.option("--sim", is_flag=True, help="Simulation mode (deterministic, virtual clock).")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
-@click.option("--data", "data", default=None, help="CSV path for csv scenarios (overrides the file).")
+@click.option(
+    "--data", "data", default=None, help="CSV path for csv scenarios (overrides the file)."
+)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for report.json and the PNG plots.")  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")

@@ -354,12 +354,20 @@ class ByzantineMember:
             if not targets:
                 return []
             if kind == "false":  # valid, signed, and false
-                return [Broadcast(TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, self.byz.mid)))]
+                return [
+                    Broadcast(
+                        TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, self.byz.mid))
+                    )
+                ]
             if kind == "forge":  # an honest member's name, our key: bad signature
                 victim = self.rng.choice(self.honest)
-                return [Broadcast(TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, victim)))]
+                return [
+                    Broadcast(TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, victim)))
+                ]
             return [  # flood: far beyond any rate quota
-                Broadcast(TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, self.byz.mid)))
+                Broadcast(
+                    TOPIC_SIGNALS, seal(self.key, self._payload(targets, now_us, self.byz.mid))
+                )
                 for _ in range(100)
             ]
         if isinstance(token, tuple) and len(token) == 2 and token[0] in (

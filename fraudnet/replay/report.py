@@ -101,9 +101,9 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
             first_fraud.setdefault(r.card, r.t_us)
             attacked_at.setdefault(r.card, set()).add(names[r.member % len(names)])
     first_alert: dict[int, int] = {}
-    for r in rows:
-        if r[6] != "allow" and r[2] in fraud_cards and r[7] >= first_fraud[r[2]]:
-            first_alert.setdefault(r[2], r[8])
+    for d in rows:
+        if d[6] != "allow" and d[2] in fraud_cards and d[7] >= first_fraud[d[2]]:
+            first_alert.setdefault(d[2], d[8])
     delays = [first_alert[c] - first_fraud[c] for c in first_alert]
     out["fraud_cards"] = len(fraud_cards)
     out["cards_detected"] = len(first_alert)
@@ -194,8 +194,9 @@ def check_expectations(
                 add(f"{mname}.{key}", got is not None and got >= lo, _fail(field_, got, f">= {lo}"))
         if ex.max_false_block_verdicts is not None:
             got = m["false_block_verdicts"]
-            add(f"{mname}.max_false_block_verdicts", got <= ex.max_false_block_verdicts,
-                _fail("false_block_verdicts", got, f"<= {ex.max_false_block_verdicts}"))  # fmt: skip
+            lim = ex.max_false_block_verdicts
+            add(f"{mname}.max_false_block_verdicts", got <= lim,
+                _fail("false_block_verdicts", got, f"<= {lim}"))  # fmt: skip
         if ex.min_block_verdicts is not None:
             got = m["block_verdict_cards"]
             add(f"{mname}.min_block_verdicts", got >= ex.min_block_verdicts,
@@ -208,7 +209,11 @@ def check_expectations(
     if ex.ap_network_gt_isolated is not None:
         ok = None not in (ap.get("network"), ap.get("isolated"))
         ok = ok and (ap["network"] > ap["isolated"]) == ex.ap_network_gt_isolated  # type: ignore[operator]  # None excluded above
-        add("ap_network_gt_isolated", bool(ok), f"network {ap.get('network')} vs isolated {ap.get('isolated')}")
+        add(
+            "ap_network_gt_isolated",
+            bool(ok),
+            f"network {ap.get('network')} vs isolated {ap.get('isolated')}",
+        )
     if ex.min_gap_closed is not None:
         gap = _gap_closed(ap)
         add("min_gap_closed", gap is not None and gap >= ex.min_gap_closed,
@@ -220,14 +225,15 @@ def check_expectations(
             for k in ("recall", "average_precision"):
                 a, b = modes["network"]["honest"].get(k), baseline["honest"].get(k)
                 drop = None if a is None or not b else (b - a) / b
-                add(f"max_honest_drop.{k}", drop is not None and drop <= ex.max_honest_drop,
-                    _fail(f"relative drop of honest {k}", drop, f"<= {ex.max_honest_drop}"))  # fmt: skip
+                lim_d = ex.max_honest_drop
+                add(f"max_honest_drop.{k}", drop is not None and drop <= lim_d,
+                    _fail(f"relative drop of honest {k}", drop, f"<= {lim_d}"))  # fmt: skip
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
 def _gap_closed(ap: dict[str, Any]) -> float | None:
     n, i, c = ap.get("network"), ap.get("isolated"), ap.get("central")
-    if None in (n, i, c) or c <= i:
+    if n is None or i is None or c is None or c <= i:
         return None
     return float((n - i) / (c - i))
 

@@ -250,9 +250,7 @@ def _fields(
 ) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(spec))
     if unknown:
-        raise ctx.fail(
-            f"{prefix}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(spec))})"
-        )
+        raise ctx.fail(f"{prefix}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(spec))})")
     return {k: spec[k](f"{prefix}.{k}", v) for k, v in raw.items()}
 
 
@@ -319,7 +317,7 @@ def _data(ctx: _Ctx, raw: dict[str, Any]) -> DataSpec:
     if d.source == "generator":
         bad = [k for k in ("path", "partition", "first_day", "limit") if k in raw]
         if bad:
-            raise ctx.fail(f"data.{bad[0]}", "only for source = \"csv\"")
+            raise ctx.fail(f"data.{bad[0]}", 'only for source = "csv"')
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d.start):
             raise ctx.fail("data.start", f"{d.start!r}: expected YYYY-MM-DD")
     return d
@@ -429,7 +427,7 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
     })  # fmt: skip
     scoring = ScoringSpec(**sc)
     if scoring.scorer == "model" and scoring.model is None:
-        raise ctx.fail("scoring.model", "scorer = \"model\" needs the model file's path")
+        raise ctx.fail("scoring.model", 'scorer = "model" needs the model file\'s path')
     if scoring.review_at > scoring.block_at:
         raise ctx.fail("scoring.review_at", "must not exceed block_at")
     sg = _fields(ctx, "signals", top.get("signals", {}), {

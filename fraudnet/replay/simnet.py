@@ -210,7 +210,9 @@ class SimNet:
         return any(o.node == node and o.start_us <= now_us < o.end_us for o in self._outages)
 
     def _down_until(self, node: str, now_us: int) -> int | None:
-        ends = [o.end_us for o in self._outages if o.node == node and o.start_us <= now_us < o.end_us]
+        ends = [
+            o.end_us for o in self._outages if o.node == node and o.start_us <= now_us < o.end_us
+        ]
         return max(ends) if ends else None
 
     def _extra_delay(self, src: str, dst: str) -> int:

@@ -112,7 +112,11 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
     def make_core(mid: str, scorer: Scorer) -> NodeCore:
         secret = hashlib.sha256(f"fraudnet-sim-node/{seed}/{mid}".encode()).digest()
         return NodeCore(
-            scorer, secret, thresholds=th, fields=data.fields, network_refs=refs,
+            scorer,
+            secret,
+            thresholds=th,
+            fields=data.fields,
+            network_refs=refs,
             normaliser=Normaliser(rates={"USD": 0.92}),
         )
 

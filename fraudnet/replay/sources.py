@@ -50,15 +50,13 @@ class Dataset:
         return self.records[-1].t_us if self.records else 0
 
 
-def load_data(
-    spec: DataSpec, members: int, seed: int, csv_path: str | None = None
-) -> Dataset:
+def load_data(spec: DataSpec, members: int, seed: int, csv_path: str | None = None) -> Dataset:
     """Materialise a scenario's data (``csv_path`` overrides ``spec.path``)."""
     if spec.source == "generator":
         return _generated(spec, members, seed)
     path = csv_path or spec.path
     if not path:
-        raise ConfigError("data: source = \"csv\" needs a path (in the file or --data)")
+        raise ConfigError('data: source = "csv" needs a path (in the file or --data)')
     return _csv(spec, members, path)
 
 
@@ -107,15 +105,21 @@ def _csv(spec: DataSpec, members: int, path: str) -> Dataset:
     scen = t.scenario if t.scenario is not None else np.zeros(len(t), dtype=np.int8)
     out = [
         Replayed(
-            int(t.ts_s[i] * S) - t0, int(part[i] % members),
+            int(t.ts_s[i] * S) - t0,
+            int(part[i] % members),
             {
-                "TRANSACTION_ID": str(int(t.tx_id[i])), "TX_DATETIME": int(t.ts_s[i]),
-                "CUSTOMER_ID": str(int(t.customer[i])), "TERMINAL_ID": str(int(t.terminal[i])),
+                "TRANSACTION_ID": str(int(t.tx_id[i])),
+                "TX_DATETIME": int(t.ts_s[i]),
+                "CUSTOMER_ID": str(int(t.customer[i])),
+                "TERMINAL_ID": str(int(t.terminal[i])),
                 "TX_AMOUNT": f"{float(t.amount[i]):.2f}",
             },
-            str(int(t.tx_id[i])), int(t.customer[i]), int(t.fraud[i]), int(scen[i]),
+            str(int(t.tx_id[i])),
+            int(t.customer[i]),
+            int(t.fraud[i]),
+            int(scen[i]),
             float(t.amount[i]),
-        )  # fmt: skip
+        )
         for i in range(len(t))
     ]
     cards = {int(c): str(int(c)) for c in np.unique(t.customer)}

@@ -129,7 +129,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_text('[scenario]\nname = "x"\n[network]\nmembrs = 4\n')
     p = subprocess.run(
         [sys.executable, "-m", "fraudnet.cli.main", "scenario", "run", str(bad), "--sim"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 3
     assert "Traceback" not in p.stderr
