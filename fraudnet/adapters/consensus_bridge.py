@@ -357,7 +357,7 @@ class ConsensusBridge:
             return (
                 Outcome.IGNORE if e.reason in IGNORE_REASONS | {"wrong-epoch"} else Outcome.REJECT
             )
-        w, now = sa.body.window, _wall_us()
+        w, now = sa.body.window, self._clock()
         if self.policy.expires_at(w) <= now or w > self.policy.window_of(now) + 1:
             return Outcome.IGNORE
         return Outcome.ACCEPT
