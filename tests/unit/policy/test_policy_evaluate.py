@@ -190,3 +190,30 @@ def test_policy_is_reusable_and_pure() -> None:
     a = p.evaluate_many(inp, {}, 0.0)
     b = p.evaluate_many(inp, {}, 0.0)
     assert a.codes.tolist() == b.codes.tolist() == [0, 3, 0]
+
+
+def test_input_from_node_records() -> None:
+    from fraudnet.core.policy import PolicyInput
+    from fraudnet.core.records import to_record
+    from fraudnet.core.transaction import parse_record
+
+    secret = b"k" * 32
+    raws = [
+        {"tx_id": "a", "timestamp": "2024-04-01T12:00:00Z", "card": "4999000000000004",
+         "terminal_id": "T1", "merchant_id": "M1", "amount": "250.00", "currency": "EUR",
+         "mcc": 5411, "channel": "ecom", "country": "FR"},
+        {"tx_id": "b", "timestamp": "2024-04-01T12:00:05Z", "card": "4999000000000004",
+         "terminal_id": "T2", "amount": "5.00", "currency": "EUR"},
+    ]  # fmt: skip
+    recs = [to_record(parse_record(r), secret) for r in raws]
+    inp = PolicyInput.from_records(recs, np.array([0.1, 0.2]))
+    assert inp.channel.tolist() == [1, -1] and inp.mcc.tolist() == [5411, -1]
+    assert inp.has_merchant.tolist() == [True, False]
+    assert inp.card_key[0] == inp.card_key[1]
+    text = (
+        HEADER
+        + velocity("c", "card", "count", "1h", "1m")
+        + rule("fr_ecom_big", "block", 'country == "FR" and channel == "ecom" and amount > 200')
+        + rule("second", "review", "velocity.c >= 2 and not has('merchant')")
+    )
+    assert actions(evaluate(text, inp)) == ["block", "review"]
