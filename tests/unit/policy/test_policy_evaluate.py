@@ -199,10 +199,10 @@ def test_input_from_node_records() -> None:
 
     secret = b"k" * 32
     raws = [
-        {"tx_id": "a", "timestamp": "2024-04-01T12:00:00Z", "card": "4999000000000004",
+        {"tx_id": "a", "timestamp": "2024-04-01T12:00:00Z", "card": "4999000000000005",
          "terminal_id": "T1", "merchant_id": "M1", "amount": "250.00", "currency": "EUR",
          "mcc": 5411, "channel": "ecom", "country": "FR"},
-        {"tx_id": "b", "timestamp": "2024-04-01T12:00:05Z", "card": "4999000000000004",
+        {"tx_id": "b", "timestamp": "2024-04-01T12:00:05Z", "card": "4999000000000005",
          "terminal_id": "T2", "amount": "5.00", "currency": "EUR"},
     ]  # fmt: skip
     recs = [to_record(parse_record(r), secret) for r in raws]
