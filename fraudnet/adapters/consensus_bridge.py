@@ -59,6 +59,7 @@ from fraudnet.core.consensus import (
     VerdictChanged,
     VerdictPolicy,
     decode_update,
+    encode_update,
     open_attestation,
     open_proof,
 )
@@ -258,6 +259,7 @@ class ConsensusBridge:
         self._bucket = (settings.max_attest_per_s * 10, 0)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-store")
         self.p2p: P2PService | None = None
+        self._chain_mtime = self._mtime()
         self.on_verdict: list[Callable[[Verdict], None]] = []
 
     # -- wiring ----------------------------------------------------------------------
@@ -323,10 +325,44 @@ class ConsensusBridge:
         return True
 
     def tick(self, now_us: int | None = None) -> None:
-        """Renew live opinions, apply expiries (call about once a second)."""
+        """Renew live opinions, apply expiries, pick up a newer chain file (about 1/s)."""
         now = self._clock() if now_us is None else now_us
         self._publish_own(self.attester.tick(now), now)
         self._apply(self.tracker.tick(now), now)
+        self.check_chain_file()
+
+    def _mtime(self) -> int:
+        try:
+            return self.settings.roster_chain.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def check_chain_file(self) -> int:
+        """Adopt and gossip versions that ``fraudnet roster apply`` added to the chain file.
+
+        Returns how many versions were adopted. A file that does not verify
+        from the anchor is logged and otherwise ignored (the node keeps its chain).
+        """
+        mtime = self._mtime()
+        if mtime == self._chain_mtime:
+            return 0
+        self._chain_mtime = mtime
+        try:
+            newer = RosterChain.decode(
+                self.settings.roster_chain.read_bytes(), self.settings.anchor
+            )
+        except (OSError, ConsensusError) as e:
+            self.counters["chain_file_rejected"] += 1
+            log.error("%s: roster chain not adopted: %s", self.settings.roster_chain, e)
+            return 0
+        adopted = 0
+        for raw, votes in newer.updates()[len(self.chain.updates()) :]:
+            before = self.chain.tip.version
+            self._on_roster("file", encode_update(raw, votes))
+            if self.chain.tip.version == before:
+                break
+            adopted += 1
+        return adopted
 
     def _take_token(self, now_us: int) -> bool:
         rate = self.settings.max_attest_per_s

@@ -198,3 +198,36 @@ def test_settings_errors_name_the_key(tmp_path: Path) -> None:
                                         node_dir=tmp_path)  # fmt: skip
     with pytest.raises(ConfigError, match="does not verify"):
         load_chain_file(cs)
+
+
+def test_roster_update_from_the_chain_file_is_adopted_and_gossiped(tmp_path: Path) -> None:
+    from fraudnet.core.consensus import Proposal, SetPeers, sign_vote
+
+    records: list[AuditRecord] = []
+    bridges, _ = make_bridges(tmp_path, lambda: T0, records)
+    a = bridges[0]
+    chain = load_chain_file(a.settings)
+    tip = chain.tip
+    p = Proposal(NET, tip.version, tip.hash, (SetPeers("bank-a", ("peer-0", "peer-new")),), T0)
+    raw = p.encode()
+    chain.extend(raw, {n: sign_vote(raw, k, NET) for n, k in zip(NAMES[:3], KEYS[:3], strict=True)})
+    a.settings.roster_chain.write_bytes(chain.encode())  # `fraudnet roster apply` did this
+    os_mtime_bump(a.settings.roster_chain)
+    assert a.check_chain_file() == 1
+    for b in bridges:  # adopted locally, gossiped, adopted by every peer
+        assert b.chain.tip.version == 1 and b.peer_allowed("peer-new")
+    assert sum(r.kind == "roster_change" for r in records) == 4
+    assert (tmp_path / NAMES[2] / "state" / "roster.chain").exists()
+    assert a.check_chain_file() == 0  # unchanged file: nothing to do
+    a.settings.roster_chain.write_bytes(b"garbage")
+    os_mtime_bump(a.settings.roster_chain)
+    assert a.check_chain_file() == 0 and a.counters["chain_file_rejected"] == 1
+    for b in bridges:
+        b.close()
+
+
+def os_mtime_bump(path: Path) -> None:
+    import os
+
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
