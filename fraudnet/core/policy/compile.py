@@ -140,6 +140,23 @@ class _Compiler:
         self.lists: set[str] = set()
 
     def run(self, node: Node) -> tuple[str, Fn]:
+        """Compile ``node``; composite nodes are memoised per batch by their canonical
+        text, so a subexpression shared by several rules and segments (``channel ==
+        "ecom"``) is computed once per batch."""
+        t, fn = self._run(node)
+        if isinstance(node, Literal | Name) or t == "str":
+            return t, fn
+        key = canonical(node)
+
+        def memo(c: EvalContext, key: str = key, fn: Fn = fn) -> Any:
+            hit = c.cache.get(key)
+            if hit is None:
+                hit = c.cache[key] = fn(c)
+            return hit
+
+        return t, memo
+
+    def _run(self, node: Node) -> tuple[str, Fn]:
         if isinstance(node, Literal):
             v = node.value
             if isinstance(v, bool):
@@ -306,6 +323,26 @@ class _Compiler:
             return np.logical_not(hit) if negate else hit
 
         return isin
+
+
+def canonical(node: Node) -> str:
+    """The text of ``node`` without positions: equal for equal subexpressions."""
+    if isinstance(node, Literal):
+        return repr(node.value)
+    if isinstance(node, Name):
+        return f"{node.space}.{node.name}" if node.space else node.name
+    if isinstance(node, Call):
+        return f"{node.func}({','.join(canonical(a) for a in node.args)})"
+    if isinstance(node, Neg):
+        return f"(-{canonical(node.operand)})"
+    if isinstance(node, BinOp | Compare):
+        return f"({canonical(node.left)}{node.op}{canonical(node.right)})"
+    if isinstance(node, InList):
+        items = ",".join(repr(i.value) for i in node.items)
+        return f"({canonical(node.operand)}{' not' if node.negate else ''} in [{items}])"
+    if isinstance(node, Not):
+        return f"(not {canonical(node.operand)})"
+    return "(" + f" {node.op} ".join(canonical(o) for o in node.operands) + ")"
 
 
 def _arith(op: str, lf: Fn, rf: Fn) -> Fn:

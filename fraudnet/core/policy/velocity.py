@@ -200,8 +200,12 @@ class VelocityState:
         present: npt.NDArray[np.bool_],
         ts_s: F64,
         amount: F64,
+        order: npt.NDArray[np.int64] | None = None,
     ) -> tuple[F64, F64]:
-        """Fold a batch; return (count, sum) of each transaction's window (NaN when absent)."""
+        """Fold a batch; return (count, sum) of each transaction's window (NaN when absent).
+
+        ``order`` is the batch's stable event-time order when the caller has it.
+        """
         n = int(ts_s.shape[0])
         out_cnt = np.empty(n, dtype=np.float64)
         out_sum = np.empty(n, dtype=np.float64)
@@ -211,7 +215,8 @@ class VelocityState:
         amt = np.ascontiguousarray(amount, dtype=np.float64)
         if not (np.isfinite(ts).all() and np.isfinite(amt).all()):
             raise PolicyError("velocity batch: non-finite timestamp or amount")
-        order = np.argsort(ts, kind="stable").astype(np.int64)
+        if order is None:
+            order = np.argsort(ts, kind="stable").astype(np.int64)
         k = np.ascontiguousarray(keys, dtype=np.uint64)
         p = np.ascontiguousarray(present, dtype=np.bool_)
         start = 0
@@ -254,13 +259,14 @@ class VelocityStore:
     def fold_many(self, specs: Mapping[str, VelocitySpec], inp: PolicyInput) -> dict[str, F64]:
         """Fold ``inp`` once into every state the specs need; values by spec id."""
         per_key: dict[VelocityKey, tuple[F64, F64]] = {}
+        order = np.argsort(inp.ts_s, kind="stable").astype(np.int64) if specs else None
         for spec in sorted(specs.values(), key=lambda s: s.key):
             if spec.key not in per_key:
                 st = self.states.get(spec.key)
                 if st is None:
                     st = self.states[spec.key] = VelocityState(spec.key, self.max_entities)
                 keys, present = _entity_columns(inp, spec.key.entity)
-                per_key[spec.key] = st.fold_many(keys, present, inp.ts_s, inp.amount)
+                per_key[spec.key] = st.fold_many(keys, present, inp.ts_s, inp.amount, order)
         return {sid: per_key[s.key][0 if s.measure == "count" else 1] for sid, s in specs.items()}
 
     def retain(self, keys: set[VelocityKey]) -> list[VelocityKey]:
