@@ -8,7 +8,8 @@ windows (card/terminal/merchant/device) and list membership (two lists of
 :class:`~fraudnet.core.policy.PolicyEngine` (velocity fold + evaluation in
 the fixed order) on a seeded synthetic stream in batches of ``--batch``.
 
-Reports (median over ``--repeat`` passes, after one warm-up pass):
+Reports (median over ``--repeat`` passes, after one warm-up pass; on a
+shared, loaded machine compare ``ns_per_tx_min``, the fastest pass, too):
 
 * ``ns_per_tx`` -- engine evaluation (velocity fold + all rules, lists,
   segments, the outcome), the figure the 2 µs target is about;
@@ -137,7 +138,10 @@ def run(n_rules: int, batch: int, batches: int, repeat: int, seed: int) -> dict[
                                  ("ns_per_tx_with_reasons", False, True),
                                  ("ns_per_tx_with_shadow", True, False)):  # fmt: skip
         one_pass(shadow, reasons)  # warm-up: numba compile, caches
-        out[key] = round(statistics.median(one_pass(shadow, reasons) for _ in range(repeat)), 1)
+        runs = [one_pass(shadow, reasons) for _ in range(repeat)]
+        out[key] = round(statistics.median(runs), 1)
+        if key == "ns_per_tx":
+            out["ns_per_tx_min"] = round(min(runs), 1)
 
     def velocity_pass() -> float:
         store = VelocityStore()
@@ -154,6 +158,7 @@ def run(n_rules: int, batch: int, batches: int, repeat: int, seed: int) -> dict[
     out["share_decided_by_policy"] = round(decided[-1], 4)
     out["target_ns_per_tx"] = 2000
     out["meets_target"] = out["ns_per_tx"] < 2000
+    out["meets_target_best_pass"] = out["ns_per_tx_min"] < 2000
     return out
 
 

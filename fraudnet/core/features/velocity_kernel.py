@@ -34,6 +34,8 @@ def fold_velocity_many(
     cnt: npt.NDArray[np.int32],
     sm: npt.NDArray[np.float64],
     last: npt.NDArray[np.float64],
+    wcnt: npt.NDArray[np.int64],
+    wsum: npt.NDArray[np.float64],
     keys: npt.NDArray[np.uint64],
     present: npt.NDArray[np.bool_],
     ts: npt.NDArray[np.float64],
@@ -47,6 +49,12 @@ def fold_velocity_many(
     counters: npt.NDArray[np.int64],
 ) -> int:
     """Fold ``order[start:]`` into the state; write each transaction's window values.
+
+    ``wcnt`` / ``wsum`` hold each entity's running totals of the buckets
+    ``head - nwin + 1 .. head`` (the window of a transaction in the head
+    bucket, the common case), kept up to date as the head moves, so an
+    in-order transaction costs O(1); a late one (bucket before the head)
+    sums its buckets directly.
 
     Returns the position in ``order`` where it stopped: ``len(order)`` when
     done, earlier when the entity map is full (the caller makes room and
@@ -69,8 +77,19 @@ def fold_velocity_many(
         if h == NO_HEAD or b - h >= length:
             cnt[s, :] = 0
             sm[s, :] = 0.0
+            wcnt[s] = 0
+            wsum[s] = 0.0
             head[s] = b
         elif b > h:
+            # buckets leaving the window, before the ring slots are reused
+            hi = b - nwin
+            if hi > h:
+                hi = h
+            for y in range(h - nwin + 1, hi + 1):
+                wcnt[s] -= cnt[s, y % length]
+                wsum[s] -= sm[s, y % length]
+            if wcnt[s] == 0:
+                wsum[s] = 0.0  # no drift from repeated subtraction
             idx = (h + 1) % length
             for _ in range(b - h):
                 cnt[s, idx] = 0
@@ -83,10 +102,17 @@ def fold_velocity_many(
         if h - b < length:
             cnt[s, b % length] += 1
             sm[s, b % length] += amt[i]
+            if b > h - nwin:
+                wcnt[s] += 1
+                wsum[s] += amt[i]
         else:
             counters[0] += 1
         if t > last[s]:
             last[s] = t
+        if b == h:
+            out_cnt[i] = wcnt[s]
+            out_sum[i] = wsum[s]
+            continue
         lo = b - nwin + 1
         if lo < h - length + 1:
             lo = h - length + 1

@@ -125,6 +125,8 @@ class VelocityState:
     cnt: npt.NDArray[np.int32]
     sum: npt.NDArray[np.float64]
     last: npt.NDArray[np.float64]
+    wcnt: npt.NDArray[np.int64]
+    wsum: npt.NDArray[np.float64]
     tab_keys: npt.NDArray[np.uint64]
     tab_slot: npt.NDArray[np.int32]
 
@@ -141,15 +143,20 @@ class VelocityState:
         new_cnt = np.zeros((cap, L), dtype=np.int32)
         new_sum = np.zeros((cap, L), dtype=np.float64)
         new_last = np.full(cap, -np.inf, dtype=np.float64)
+        new_wcnt = np.zeros(cap, dtype=np.int64)
+        new_wsum = np.zeros(cap, dtype=np.float64)
         if used:
             grow(self.slot_keys, new_keys)
             grow(self.head, new_head)
             grow(self.cnt, new_cnt)
             grow(self.sum, new_sum)
             grow(self.last, new_last)
+            grow(self.wcnt, new_wcnt)
+            grow(self.wsum, new_wsum)
         self.slot_keys, self.head, self.cnt, self.sum, self.last = (
             new_keys, new_head, new_cnt, new_sum, new_last,
         )  # fmt: skip
+        self.wcnt, self.wsum = new_wcnt, new_wsum
         self.tab_keys, self.tab_slot = new_table(cap)
         rebuild(self.tab_keys, self.tab_slot, self.slot_keys, used)
 
@@ -166,8 +173,8 @@ class VelocityState:
         return int(self.counters[0])
 
     def memory_bytes(self) -> int:
-        arrays = (self.slot_keys, self.head, self.cnt, self.sum, self.last, self.tab_keys,
-                  self.tab_slot)  # fmt: skip
+        arrays = (self.slot_keys, self.head, self.cnt, self.sum, self.last, self.wcnt,
+                  self.wsum, self.tab_keys, self.tab_slot)  # fmt: skip
         return int(sum(a.nbytes for a in arrays))
 
     def _make_room(self, now: float) -> None:
@@ -186,7 +193,8 @@ class VelocityState:
         keep = np.flatnonzero(~evict)
         m = int(keep.shape[0])
         for arr, fill in ((self.slot_keys, 0), (self.head, NO_HEAD), (self.cnt, 0),
-                          (self.sum, 0.0), (self.last, -np.inf)):  # fmt: skip
+                          (self.sum, 0.0), (self.last, -np.inf), (self.wcnt, 0),
+                          (self.wsum, 0.0)):  # fmt: skip
             arr[:m] = arr[keep]
             arr[m:used] = fill
         self.meta[0] = m
@@ -224,7 +232,8 @@ class VelocityState:
         while True:
             done: int = fold_velocity_many(
                 self.tab_keys, self.tab_slot, self.slot_keys, self.meta, self.head, self.cnt,
-                self.sum, self.last, k, p, ts, amt, order, start, self.key.buckets,
+                self.sum, self.last, self.wcnt, self.wsum, k, p, ts, amt, order, start,
+                self.key.buckets,
                 self.key.bucket_s, out_cnt, out_sum, self.counters,
             )  # fmt: skip
             if done >= n:
