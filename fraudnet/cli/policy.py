@@ -202,13 +202,13 @@ def _print_report(rep: dict[str, Any]) -> None:
                        f"{s['fraud_amount']:>16,.2f}")  # fmt: skip
         rows = [("rule", r) for r in p["rules"]] + [("list", r) for r in p["lists"]] + [
             ("segment", r) for r in p["segments"]]  # fmt: skip
-        click.echo(f"  {'source':<34}{'matched':>10}{'frauds':>9}{'precision':>10}"
+        click.echo(f"  {'source':<44}{'matched':>10}{'frauds':>9}{'precision':>10}"
                    f"{'fraud amount':>14}{'decided':>9}")  # fmt: skip
         for kind, r in rows:
             label = f"{kind} {r['id']}" + (
                 f"@v{r['version']} ({r['action']})" if kind == "rule" else ""
             )
-            click.echo(f"  {label[:34]:<34}{r['matched']:>10,}{r['matched_frauds']:>9,}"
+            click.echo(f"  {label[:44]:<44}{r['matched']:>10,}{r['matched_frauds']:>9,}"
                        f"{_fmt(r['precision']):>10}{r['fraud_amount_matched']:>14,.2f}"
                        f"{r['decided']:>9,}")  # fmt: skip
 
