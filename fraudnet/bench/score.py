@@ -1,14 +1,18 @@
 """``fraudnet bench score``: feature update + compiled scoring, next to scikit-learn.
 
-Trains a 100-tree random forest (scikit-learn defaults, ``random_state=0``)
-on streaming features of a seeded synthetic stream (or ``--data FILE``),
-then measures, in the same process:
+Trains a 100-tree random forest (scikit-learn defaults, ``random_state=0``;
+or ``--model NAME``, any training candidate, e.g. ``hgb``) on streaming
+features of a seeded synthetic stream (or ``--data FILE``), then measures,
+in the same process:
 
 * ``single_ns`` -- one transaction through :meth:`ModelScorer.score_many`
-  (feature update + forest + reason codes), median over ``--single`` calls;
+  (feature update + model + reason codes + drift counts, one fused kernel
+  call), median over ``--single`` calls;
 * ``batch_ns_per_tx`` -- the same in batches of ``--batch`` (1,000);
 * ``sklearn_single_ns`` / ``sklearn_batch_ns_per_tx`` -- scikit-learn's
-  ``predict_proba`` on one row / on the batch (model only, no features).
+  ``predict_proba`` on one row / on the batch (model only, no features);
+* ``nodes_per_tx`` -- tree nodes visited per transaction (the work the
+  traversal does), and the state's bytes per card / terminal.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from fraudnet.core.features import FeatureConfig, default_model_features, featur
 from fraudnet.core.records import TxColumns
 from fraudnet.core.scoring.model_scorer import ModelScorer
 from fraudnet.training.convert import compile_sklearn
-from fraudnet.training.train import replay_features
+from fraudnet.training.train import CANDIDATES, replay_features
 
 
 def _synthetic(n: int, seed: int) -> Any:
@@ -50,13 +54,40 @@ def _cols(table: Any, s: int, e: int) -> TxColumns:
     )  # fmt: skip
 
 
+def _visits(model: Any, x: Any) -> float:
+    """Mean internal nodes visited per row (all trees), by a numpy traversal."""
+    if model.kind == "linear":
+        return 0.0
+    nd = model.nodes
+    total = 0
+    for root in model.arrays["roots"]:
+        node = np.full(x.shape[0], root, dtype=np.int64)
+        while True:
+            feat = nd[node, 2]
+            live = feat >= 0
+            if not live.any():
+                break
+            total += int(live.sum())
+            f = model.cols[np.where(live, feat, 0).astype(np.int64)]
+            right = x[np.arange(x.shape[0]), f] > nd[node, 0]
+            nxt = np.where(right, nd[node, 3].astype(np.int64), node + 1)
+            node = np.where(live, nxt, node)
+    return total / x.shape[0]
+
+
 @click.command()
 @click.option("--data", "data_path", default=None, help="FDH-format file instead of synthetic")
 @click.option("--rows", default=200_000, show_default=True, help="synthetic rows")
 @click.option("--batch", default=1000, show_default=True)
 @click.option("--single", "n_single", default=2000, show_default=True)
+@click.option(
+    "--model", "model_name", default="rf", show_default=True,
+    help="'rf' = 100 trees, scikit-learn defaults; or a training candidate (hgb, rf_leaf20...)",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
-def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bool) -> None:
+def cli(
+    data_path: str | None, rows: int, batch: int, n_single: int, model_name: str, as_json: bool
+) -> None:
     """Features + compiled forest vs scikit-learn predict_proba (ns per transaction)."""
     from fraudnet.training.data import load_csv
 
@@ -68,7 +99,14 @@ def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bo
     names = default_model_features()
     cols = feature_index(list(names))
     train = slice(max(0, warm - 100_000), warm)
-    rf = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+    if model_name == "rf":
+        rf: Any = RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+    elif model_name in CANDIDATES:
+        rf = CANDIDATES[model_name](1)
+    else:
+        from fraudnet.errors import ConfigError
+
+        raise ConfigError(f"--model {model_name!r}: expected rf or one of {', '.join(CANDIDATES)}")
     rf.fit(x[train][:, cols], table.fraud[:warm][train])
     model = compile_sklearn(rf, names, config)
     # the scorer's state continues from the warm-up replay, like a running node
@@ -92,6 +130,7 @@ def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bo
         batches.append((time.perf_counter_ns() - t0) / batch)
         pos += batch
     xb = x[-batch:][:, cols]
+    xb_all = x[-batch:]
     sk_single = []
     for i in range(min(200, n_single)):
         t0 = time.perf_counter_ns()
@@ -102,7 +141,7 @@ def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bo
         t0 = time.perf_counter_ns()
         rf.predict_proba(xb)
         sk_batch.append((time.perf_counter_ns() - t0) / batch)
-    nodes = int(model.arrays["feature"].shape[0])
+    nodes = int(model.nodes.shape[0])
     out = {
         "single_ns": float(statistics.median(singles)),
         "single_p99_ns": float(np.percentile(singles, 99)),
@@ -110,8 +149,13 @@ def cli(data_path: str | None, rows: int, batch: int, n_single: int, as_json: bo
         "sklearn_single_ns": float(statistics.median(sk_single)),
         "sklearn_batch_ns_per_tx": float(statistics.median(sk_batch)),
         "batch": batch,
-        "trees": 100,
+        "model": model_name,
+        "kind": model.kind,
+        "trees": int(model.arrays["roots"].shape[0]) if model.kind != "linear" else 0,
         "forest_nodes": nodes,
+        "nodes_per_tx": _visits(model, xb_all),
+        "bytes_per_card": config.bytes_per_card(),
+        "bytes_per_terminal": config.bytes_per_terminal(),
         "rows": n,
         "data": data_path or f"synthetic:{rows}",
     }

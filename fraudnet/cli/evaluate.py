@@ -23,8 +23,9 @@ import click
     help="candidate(s), comma-separated, or 'auto' (all of AUTO); several = chosen by "
     "validation folds before the training period (never by test results)",
 )  # fmt: skip
-@click.option("--features", "feature_set", default="all", show_default=True,
-              help="'all' or 'handbook' (the 15 baseline features)")  # fmt: skip
+@click.option("--features", "feature_set", default="auto", show_default=True,
+              help="'auto' (v1 and all, chosen by validation), 'all', 'v1' or 'handbook' "
+              "(the 15 baseline features), or a comma list")  # fmt: skip
 @click.option("--jobs", default=1, show_default=True, type=int, help="CPU cores for fitting")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def cli(
@@ -53,7 +54,7 @@ def cli(
         click.echo(json.dumps(res, sort_keys=True))
         return
     where = "central" if mode == "central" else f"isolated, {nodes} nodes by {partition}"
-    click.echo(f"mode: {where}; model: {res['model']}; features: {feature_set}")
+    click.echo(f"mode: {where}; model: {res['model']}; features: {res['feature_set']}")
     click.echo(f"train rows: {res['train_rows']}  test rows: {res['test_rows']} "
                f"({res['test_frauds']} frauds)")  # fmt: skip
     click.echo(f"AUC ROC            {res['auc_roc']:.3f}")

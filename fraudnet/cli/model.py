@@ -29,7 +29,13 @@ def cli() -> None:
     "--model", "model_names", default="auto", show_default=True,
     help="candidate(s), comma-separated, or 'auto' (all; chosen by validation)",
 )  # fmt: skip
-@click.option("--features", "feature_set", default="all", show_default=True)
+@click.option(
+    "--features",
+    "feature_set",
+    default="auto",
+    show_default=True,
+    help="'auto' (chosen by validation), 'all', 'v1', 'handbook' or a comma list",
+)
 @click.option("--jobs", default=1, show_default=True, type=int, help="CPU cores for fitting")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def train_cmd(

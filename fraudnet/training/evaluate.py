@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from fraudnet.core.features import FeatureConfig, feature_index
+from fraudnet.core.features import FeatureConfig
 from fraudnet.errors import ConfigError
 
 from .data import TxTable
 from .protocol import metrics, split
-from .train import FEATURE_SETS, choose, replay_features, train, validate
+from .train import choose, combo_key, feature_sets_of, replay_features, train, validate_combos
 
 __all__ = ["evaluate"]
 
@@ -61,21 +61,23 @@ def evaluate(
         parts = [np.flatnonzero(key % nodes == k) for k in range(nodes)]
     subs = [table.take(p) for p in parts]
     xs = [replay_features(sub, config) for sub in subs]
-    cls = cands[0]
+    fss = feature_sets_of(feature_set)
+    cls, fs = cands[0], fss[0]
     val_total: dict[str, float] = {}
-    if len(cands) > 1:
-        cols = feature_index(list(FEATURE_SETS[feature_set]))
+    if len(cands) * len(fss) > 1:
+        # one choice for all nodes: the best summed validation AP (validation folds only)
         for sub, x in zip(subs, xs, strict=True):
-            val = validate(sub, x, cols, start_day, train_days, delay_days, cands, jobs)
+            val = validate_combos(sub, x, start_day, train_days, delay_days, cands, fss, jobs)
             for n, m in val.items():
                 val_total[n] = val_total.get(n, 0.0) + m["average_precision"]
-        cls = choose({n: {"average_precision": v, "card_precision_at_100": 0.0}
-                      for n, v in val_total.items()}, cands[0])  # fmt: skip
+        best = choose({n: {"average_precision": v, "card_precision_at_100": 0.0}
+                       for n, v in val_total.items()}, combo_key(cls, fs))  # fmt: skip
+        cls, fs = best.split("@", 1)
     train_rows = 0
     for p, sub, x in zip(parts, subs, xs, strict=True):
         res = train(
             sub, x, start_day=start_day, train_days=train_days, delay_days=delay_days,
-            candidates=[cls], feature_set=feature_set, config=config, jobs=jobs,
+            candidates=[cls], feature_set=fs, config=config, jobs=jobs,
         )  # fmt: skip
         train_rows += res.train_rows
         chosen.append(res.candidate)
@@ -93,6 +95,7 @@ def evaluate(
         partition=partition if mode == "isolated" else None,
         model=cls,
         validation_ap=val_total,
-        feature_set=feature_set,
+        feature_set=fs,
+        selected_by="validation folds before the training period" if val_total else "given",
     )
     return out

@@ -52,8 +52,9 @@ from .data import TxTable
 from .protocol import metrics, split
 
 __all__ = [
-    "AUTO", "CANDIDATES", "FEATURE_SETS", "FOLDS", "TrainResult", "choose", "fit",
-    "replay_features", "train", "validate",
+    "AUTO", "AUTO_FEATURE_SETS", "CANDIDATES", "FEATURE_SETS", "FOLDS", "TrainResult", "choose",
+    "combo_key", "feature_sets_of", "fit", "replay_features", "train", "validate",
+    "validate_combos",
 ]  # fmt: skip
 
 F64 = npt.NDArray[np.float64]
@@ -90,13 +91,45 @@ CANDIDATES.update(
     hgb_deep=_hgb(max_iter=300, learning_rate=0.03, max_leaf_nodes=31, min_samples_leaf=20),
 )
 #: what ``--model auto`` compares (selection by validation folds only)
-AUTO: Final = ("logreg", "rf", "rf_leaf5", "rf_leaf20", "extra_trees", "hgb", "hgb_deep")
+AUTO: Final = ("logreg", "rf", "rf_leaf5", "rf_leaf20", "hgb")
 #: validation folds used by default
 FOLDS: Final = 2
+_V2_ONLY: Final = ("CARD_AMOUNT_RATIO_OLD_HISTORY", "CARD_NB_ABOVE_OLD_2X_14DAY")
 FEATURE_SETS: Final = {
     "handbook": default_model_features(("handbook",)),
+    "v1": tuple(n for n in default_model_features(("handbook", "analyst")) if n not in _V2_ONLY),
     "all": default_model_features(("handbook", "analyst")),
 }
+#: what ``--features auto`` compares (with the model candidates, by validation)
+AUTO_FEATURE_SETS: Final = ("v1", "all")
+
+
+def feature_sets_of(spec: str) -> list[str]:
+    """``auto`` or a comma-separated list of :data:`FEATURE_SETS` names."""
+    out = list(AUTO_FEATURE_SETS) if spec == "auto" else spec.split(",")
+    for fs in out:
+        if fs not in FEATURE_SETS:
+            raise ConfigError(
+                f"feature set {fs!r} unknown (known: {', '.join(FEATURE_SETS)}, auto)"
+            )
+    return out
+
+
+def combo_key(candidate: str, feature_set: str) -> str:
+    return f"{candidate}@{feature_set}"
+
+
+def validate_combos(
+    table: TxTable, x: F64, start_day: int, train_days: int, delay_days: int,
+    candidates: list[str], feature_sets: list[str], jobs: int,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """:func:`validate` for every (candidate, feature set); keys ``candidate@set``."""
+    out = {}
+    for fs in feature_sets:
+        cols = feature_index(list(FEATURE_SETS[fs]))
+        v = validate(table, x, cols, start_day, train_days, delay_days, candidates, jobs)
+        out.update({combo_key(c, fs): m for c, m in v.items()})
+    return out
 
 
 def replay_features(table: TxTable, config: FeatureConfig, batch: int = 65536) -> F64:
@@ -192,18 +225,18 @@ def train(
     config: FeatureConfig,
     jobs: int = 1,
 ) -> TrainResult:
-    """Select (when several candidates) and fit a model on the training period."""
-    names = FEATURE_SETS.get(feature_set)
-    if names is None:
-        raise ConfigError(f"feature set {feature_set!r} unknown (known: {', '.join(FEATURE_SETS)})")
-    cols = feature_index(list(names))
+    """Select (when several candidates or feature sets: by validation folds only) and fit
+    a model on the training period. ``feature_set``: a name, a comma list or ``auto``."""
+    fss = feature_sets_of(feature_set)
     cands = candidates or ["rf"]
-    val = (
-        validate(table, x, cols, start_day, train_days, delay_days, cands, jobs)
-        if len(cands) > 1
-        else {}
-    )
-    chosen = choose(val, cands[0]) if len(cands) > 1 else cands[0]
+    val: dict[str, dict[str, float]] = {}
+    chosen, fs = cands[0], fss[0]
+    if len(cands) * len(fss) > 1:
+        val = validate_combos(table, x, start_day, train_days, delay_days, cands, fss, jobs)
+        best = choose(val, combo_key(chosen, fs))
+        chosen, fs = best.split("@", 1)
+    names = FEATURE_SETS[fs]
+    cols = feature_index(list(names))
     train_mask = (table.day >= start_day) & (table.day < start_day + train_days)
     xt = x[train_mask][:, cols]
     yt = table.fraud[train_mask]
@@ -217,7 +250,7 @@ def train(
         "train_start_day": start_day,
         "train_days": train_days,
         "delay_days": delay_days,
-        "feature_set": feature_set,
+        "feature_set": fs,
         "feature_schema_version": SCHEMA_VERSION,
         "sklearn_version": sklearn.__version__,
         "train_mean": [float(v) for v in xt.mean(axis=0)],

@@ -106,7 +106,10 @@ def test_evaluate_and_model_cli_end_to_end(tmp_path: Path) -> None:
                     "logreg,rf_depth12", "--out", str(model), "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
     trained = json.loads(r.output)
-    assert set(trained["validation"]) == {"logreg", "rf_depth12"}
+    # candidates x feature sets, each scored on the validation folds only
+    assert set(trained["validation"]) == {
+        f"{m}@{fs}" for m in ("logreg", "rf_depth12") for fs in ("v1", "all")
+    }
     r = CliRunner().invoke(model_cli, ["show", str(model), "--json"])
     shown = json.loads(r.output)
     assert shown["model_id"] == trained["model_id"]
@@ -126,3 +129,29 @@ def test_fdh_handbook_logreg_baseline_is_reproduced() -> None:
     assert (r["train_rows"], r["test_rows"], r["test_frauds"]) == (67008, 59176, 374)
     assert r["average_precision"] == pytest.approx(0.631, abs=0.005)
     assert r["auc_roc"] == pytest.approx(0.875, abs=0.005)
+
+
+def test_model_selection_never_reads_labels_after_the_training_period(tmp_path: Path) -> None:
+    """Scrambling every label from the end of the training period on changes neither the
+    validation scores, nor the chosen (model, feature set), nor the fitted model."""
+    from fraudnet.core.features import FeatureConfig
+    from fraudnet.core.scoring import encode_model
+    from fraudnet.training.train import replay_features, train
+
+    table = load_csv(write_csv(tmp_path / "s.csv.gz", n=6000, days=40))
+    start = day_of("2018-04-22")
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(5)
+    later = table.day >= start + 7
+    scrambled = table.take(np.arange(len(table)))
+    scrambled.fraud[later] = (rng.random(int(later.sum())) < 0.5).astype(np.int8)
+    assert (scrambled.fraud != table.fraud).sum() > 100
+    results = []
+    for t in (table, scrambled):
+        x = replay_features(t, cfg)
+        results.append(train(t, x, start_day=start, candidates=["logreg", "rf_leaf20"],
+                             feature_set="auto", config=cfg))  # fmt: skip
+    a, b = results
+    assert a.validation and a.validation == b.validation
+    assert (a.candidate, a.model.meta["feature_set"]) == (b.candidate, b.model.meta["feature_set"])
+    assert encode_model(a.model) == encode_model(b.model)
