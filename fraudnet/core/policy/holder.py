@@ -206,7 +206,7 @@ class PolicyEngine:
         self.holder = holder
         self.velocity = velocity or VelocityStore()
         self.shadow_stats: ShadowStats | None = None
-        self._shadow_seen: int = 0
+        self._shadow_seen: tuple[int, int] = (0, 0)
 
     def evaluate_many(
         self, tx_ids: Sequence[str], inp: PolicyInput, now_s: F64 | float
@@ -224,12 +224,13 @@ class PolicyEngine:
         lres = live.policy.evaluate_many(inp, lvals, now_s)
         sres = None
         if shadow is not None:
-            if self.shadow_stats is None or self._shadow_seen != shadow.version:
+            seen = (live.version, shadow.version)
+            if self.shadow_stats is None or self._shadow_seen != seen:
+                # a new comparison whenever either side changes: counts never mix versions
                 self.shadow_stats = ShadowStats(
                     candidate_id=shadow.bundle.policy_id, live_id=live.bundle.policy_id
                 )
-                self._shadow_seen = shadow.version
-            self.shadow_stats.live_id = live.bundle.policy_id
+                self._shadow_seen = seen
             sres = shadow.policy.evaluate_many(inp, _values_of(folded, "S"), now_s)
             self.shadow_stats.add(tx_ids, lres, sres, [r.id for r in shadow.policy.rules])
         return EngineResult(lres, live.version, sres, lvals)
