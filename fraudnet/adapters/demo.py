@@ -92,7 +92,7 @@ _INVALID = (
 )
 
 
-class DemoDriver(Service):  # type: ignore[misc]  # mode is untyped
+class DemoDriver(Service):
     def __init__(
         self,
         node: Node,

@@ -29,7 +29,7 @@ from typing import Any
 
 from fraudnet.errors import TransactionError
 
-from .records import Decision, TxRecord, columns, to_record
+from .records import Decision, Pseudonymiser, TxRecord, columns, to_record
 from .scoring.base import Scorer, Thresholds
 from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, Transaction, parse_record
 
@@ -115,6 +115,7 @@ class NodeCore:
         self.fields = fields
         self.normaliser = normaliser or Normaliser()
         self._secret = node_secret
+        self._pseudo = Pseudonymiser(node_secret)
         self.counters = Counters()
 
     def admit_one(
@@ -134,7 +135,7 @@ class NodeCore:
             return self.dead_letter(
                 e.located(source, location), payload=payload or repr(raw), now_us=now_us
             )
-        rec = to_record(tx, self._secret)
+        rec = to_record(tx, self._pseudo)
         if self.network_refs is not None:
             rec = dataclasses.replace(rec, net_refs=self.network_refs(tx, now_us))
         return rec

@@ -16,6 +16,8 @@ cost is paid once per batch, not once per transaction.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -26,14 +28,15 @@ import numpy.typing as npt
 
 from fraudnet.errors import InputError
 
-from .ids import key64, pseudonym
-from .transaction import CHANNELS, Transaction
+from .ids import ENTITY_KINDS, canonical_id, key64
+from .transaction import CHANNELS, Transaction, luhn_ok
 
 __all__ = [
     "OUTCOMES",
     "REF_LEN",
     "Decision",
     "Outcome",
+    "Pseudonymiser",
     "TxColumns",
     "TxRecord",
     "columns",
@@ -93,26 +96,63 @@ class TxRecord:
         )  # fmt: skip
 
 
-def to_record(tx: Transaction, node_secret: bytes) -> TxRecord:
-    """Pseudonymise a transaction with the node's secret (drops the raw card number)."""
+class Pseudonymiser:
+    """Node-local references with the HMAC key schedule done once.
 
-    def ref(kind: str, value: str | None) -> bytes | None:
-        return None if value is None else pseudonym(node_secret, kind, value)[:REF_LEN]
+    ``ref(kind, value)`` equals ``pseudonym(secret, kind, value)[:REF_LEN]``
+    (:func:`fraudnet.core.ids.pseudonym`, checked by a property test) but
+    copies a pre-keyed HMAC state that has already absorbed ``kind || 0``
+    instead of re-deriving the inner and outer pads for every identifier:
+    about a third of the cost per reference.
+    """
 
-    card_ref = ref("card", tx.card)
-    terminal_ref = ref("terminal", tx.terminal_id)
-    assert card_ref is not None and terminal_ref is not None
+    __slots__ = ("_base",)
+
+    def __init__(self, secret: bytes) -> None:
+        self._base: dict[str, hmac.HMAC] = {
+            k: hmac.new(secret, k.encode("ascii") + b"\x00", hashlib.sha256) for k in ENTITY_KINDS
+        }
+
+    def ref(self, kind: str, value: str) -> bytes:
+        h = self._base[kind].copy()
+        h.update(canonical_id(kind, value))
+        out: bytes = h.digest()[:REF_LEN]
+        return out
+
+    def ref_canonical(self, kind: str, canonical: bytes) -> bytes:
+        """Like :meth:`ref` for an identifier already in canonical form."""
+        h = self._base[kind].copy()
+        h.update(canonical)
+        out: bytes = h.digest()[:REF_LEN]
+        return out
+
+
+def to_record(tx: Transaction, node_secret: bytes | Pseudonymiser) -> TxRecord:
+    """Pseudonymise a transaction with the node's secret (drops the raw card number).
+
+    Pass a :class:`Pseudonymiser` built once from the secret on hot paths.
+    """
+    ps = node_secret if isinstance(node_secret, Pseudonymiser) else Pseudonymiser(node_secret)
+    card = tx.card
+    if card.isdigit() and card.isascii():
+        # already canonical (parse_record compacts PANs); one Luhn check for the BIN
+        card_ref = ps.ref_canonical("card", card.encode("ascii"))
+        bin_ = card[:6] if 12 <= len(card) <= 19 and luhn_ok(card) else None
+    else:
+        card_ref = ps.ref("card", card)
+        bin_ = tx.bin
+    ref = ps.ref
     return TxRecord(
         tx_id=tx.tx_id,
         ts_us=tx.ts_us,
         card_ref=card_ref,
-        terminal_ref=terminal_ref,
+        terminal_ref=ref("terminal", tx.terminal_id),
         amount=tx.amount,
         amount_minor=tx.amount_minor,
         currency=tx.currency,
-        bin=tx.bin,
-        merchant_ref=ref("merchant", tx.merchant_id),
-        device_ref=ref("device", tx.device_id),
+        bin=bin_,
+        merchant_ref=None if tx.merchant_id is None else ref("merchant", tx.merchant_id),
+        device_ref=None if tx.device_id is None else ref("device", tx.device_id),
         mcc=tx.mcc,
         channel=tx.channel,
         country=tx.country,
@@ -227,10 +267,11 @@ def encode_tx_batch(
     ``batch_id`` lets the producer of the batch (an HTTP ingest request) be
     told when the batch has been decided; ``""`` when nobody waits.
     """
-    return msgpack.packb(
+    out: bytes = msgpack.packb(
         [BATCH_VERSION, [r.to_wire() for r in records], list(arrival_us), batch_id],
         use_bin_type=True,
     )
+    return out
 
 
 def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int], str]:
@@ -251,7 +292,8 @@ def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int], str]:
 
 def encode_decisions(decisions: Sequence[Decision]) -> bytes:
     """One decisions-topic message: a msgpack array of decision maps."""
-    return msgpack.packb([d.to_wire() for d in decisions], use_bin_type=True)
+    out: bytes = msgpack.packb([d.to_wire() for d in decisions], use_bin_type=True)
+    return out
 
 
 def decode_decisions(data: bytes) -> list[Decision]:

@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,7 +84,7 @@ def build_http_app(
             return resp
         inflight += 1
         try:
-            resp = await handler(request)
+            resp = await handler(request)  # type: ignore[assignment]  # a Response here
         except web.HTTPException as e:
             metrics.http_requests.labels(route=route, status=str(e.status)).inc()
             raise
@@ -112,7 +113,15 @@ def build_http_app(
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(
-            {**runtime.core.counters.as_dict(), "inflight_batches": runtime.inflight_batches}
+            {
+                **runtime.core.counters.as_dict(),
+                "inflight_batches": runtime.inflight_batches,
+                "batches_decided": runtime.batches_decided,
+                "admit_seconds": round(runtime.admit_seconds, 6),
+                "decide_seconds": round(runtime.decide_seconds, 6),
+                "cpu_seconds": round(time.process_time(), 3),
+                "state": _state_info(runtime.core.scorer),
+            }
         )
 
     async def decide(request: web.Request) -> web.Response:
@@ -244,6 +253,24 @@ def build_http_app(
     return app
 
 
+def _state_info(scorer: Any) -> dict[str, Any] | None:
+    """Feature-state size of a stateful scorer (None for a stateless one)."""
+    st = getattr(scorer, "state", None)
+    if st is None or not hasattr(st, "memory_bytes"):
+        return None
+    total = int(st.memory_bytes())
+    cards, terms = int(st.n_cards), int(st.n_terminals)
+    cfg = st.config
+    return {
+        "bytes": total,
+        "cards": cards,
+        "terminals": terms,
+        "bytes_per_entity": round(total / max(1, cards + terms), 1),
+        "designed_bytes_per_card": int(cfg.bytes_per_card()),
+        "designed_bytes_per_terminal": int(cfg.bytes_per_terminal()),
+    }
+
+
 _ROUTES = frozenset({"/health", "/metrics", "/v1/stats", "/v1/decide", "/v1/ingest", "/v1/labels"})
 
 
@@ -280,7 +307,7 @@ class _Unparsable(dict[str, Any]):
         self.reason = reason
 
 
-class HttpService(Service):  # type: ignore[misc]  # mode is untyped
+class HttpService(Service):
     """Runs the aiohttp app on the node's loop; :attr:`url` once started."""
 
     def __init__(
@@ -311,7 +338,7 @@ class HttpService(Service):  # type: ignore[misc]  # mode is untyped
         await site.start()
         server = site._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # a Server
         scheme = "https" if ctx else "http"
         self.url = f"{scheme}://{self.host}:{port}"
 

@@ -55,8 +55,12 @@ class TopicNames:
         )
 
 
-class NodeApp(faust.App):  # type: ignore[misc]  # faust is untyped
+class NodeApp(faust.App):
     """faust.App with the fetch-stall-free transport (see transport.py)."""
+
+    fraudnet_topics: TopicNames
+    fraudnet_outputs: _FaustOutputs
+    fraudnet_worker: Any
 
     fraudnet_fetch_max_wait_ms: int = 10
 
@@ -114,12 +118,12 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
     outputs = _FaustOutputs(app, names, settings.broker.partitions)
     runtime.attach(outputs)
 
-    @app.agent(outputs.tx_batch, name="decide")  # type: ignore[untyped-decorator]
+    @app.agent(outputs.tx_batch, name="decide")
     async def decide(stream: Any) -> None:
         async for value in stream:
             await runtime.on_tx_batch(value)
 
-    @app.agent(outputs.labels, name="labels")  # type: ignore[untyped-decorator]
+    @app.agent(outputs.labels, name="labels")
     async def labels(stream: Any) -> None:
         async for value in stream:
             runtime.on_label(value)

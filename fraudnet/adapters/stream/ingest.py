@@ -59,7 +59,7 @@ def decode_value(value: bytes | None, fmt: str) -> Any:
         raise ValueError(f"not valid msgpack ({e})") from None
 
 
-class IngestService(Service):  # type: ignore[misc]  # mode is untyped
+class IngestService(Service):
     def __init__(
         self,
         runtime: NodeRuntime,

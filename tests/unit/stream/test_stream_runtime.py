@@ -1,0 +1,90 @@
+"""NodeRuntime: the API path's decisions always reach the decisions topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from fraudnet.adapters.metrics import NodeMetrics
+from fraudnet.adapters.runtime import NodeRuntime
+from fraudnet.adapters.storage.dedup import DedupStore
+from fraudnet.core.pipeline import NodeCore
+from fraudnet.core.records import decode_decisions
+from fraudnet.core.scoring import BaselineScorer
+
+
+class BlockingTopics:
+    """The first decisions send blocks until released (a slow broker)."""
+
+    partitions = 4
+
+    def __init__(self) -> None:
+        self.decisions: list[str] = []
+        self.first_send_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send_tx_batch(self, value: bytes, partition: int) -> None:
+        raise AssertionError("not used")
+
+    async def send_decisions(self, value: bytes) -> None:
+        if not self.first_send_started.is_set():
+            self.first_send_started.set()
+            await self.release.wait()
+        self.decisions += [d.tx_id for d in decode_decisions(value)]
+
+    async def send_dead_letters(self, values: Sequence[bytes]) -> None:
+        pass
+
+    async def send_api_tx(self, value: bytes) -> None:
+        pass
+
+
+def _tx(i: int) -> dict[str, object]:
+    return {"tx_id": f"api-{i}", "timestamp": 1_714_564_800 + i, "card": f"c{i}",
+            "terminal_id": "T1", "amount": "12.50"}  # fmt: skip
+
+
+def test_decisions_made_during_a_slow_flush_are_published(tmp_path: Path) -> None:
+    async def main() -> list[str]:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        rt.attach(topics)
+        assert (await rt.decide_now(_tx(1), source="t", arrival=1)).decision is not None
+        await asyncio.wait_for(topics.first_send_started.wait(), 5)
+        # decided while the first flush is stuck in its send: no new flush task starts
+        for i in range(2, 5):
+            assert (await rt.decide_now(_tx(i), source="t", arrival=1)).decision is not None
+        topics.release.set()
+        async with asyncio.timeout(5):
+            while len(topics.decisions) < 4:
+                await asyncio.sleep(0)  # yield to the flush task (bounded by the timeout)
+        rt.dedup.close()
+        return topics.decisions
+
+    assert asyncio.run(main()) == ["api-1", "api-2", "api-3", "api-4"]
+
+
+def test_metrics_count_decisions_per_outcome(tmp_path: Path) -> None:
+    async def main() -> NodeRuntime:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        topics.release.set()
+        rt.attach(topics)
+        for i in range(10):
+            await rt.decide_now(_tx(i), source="t", arrival=1)
+        await rt.flush_api()
+        return rt
+
+    rt = asyncio.run(main())
+    text = rt.metrics.render().decode()
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("fraudnet_decisions_total{")
+    )
+    assert total == 10
+    assert 'fraudnet_decision_latency_seconds_count{path="api"} 10.0' in text
+    assert rt.core.counters.reconciles()
