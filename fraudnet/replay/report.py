@@ -94,7 +94,7 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
     first_fraud: dict[int, int] = {}
     attacked_at: dict[int, set[str]] = {}
     fraud_cards: set[int] = set()
-    names = sc.network.names
+    names = res.members if len(res.members) == sc.network.members else sc.network.names
     for r in data.records:
         if r.label:
             fraud_cards.add(r.card)
@@ -160,6 +160,8 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
     out["messages_per_node"] = st.sent / nn
     out["bytes_per_node"] = st.bytes / nn
     out["node_counters"] = res.counters
+    audited = [c["audit_verified"] for c in res.counters.values() if "audit_verified" in c]
+    out["audit_logs_verified"] = all(audited) if audited else None
     return out
 
 

@@ -139,10 +139,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert f"{bad}:4: network.membrs: unknown key" in p.stderr
     q = subprocess.run(
         [sys.executable, "-m", "fraudnet.cli.main", "scenario", "run",
-         str(SCEN / "compromised-card.toml")],
+         str(SCEN / "fdh-5-members.toml"), "--sim", "--data", str(tmp_path / "none.csv")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert q.returncode == 6 and "use --sim" in q.stderr and "Traceback" not in q.stderr
+    assert q.returncode == 4 and "none.csv" in q.stderr and "Traceback" not in q.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,170 @@
+"""Real-process backend: scenario members as ``fraudnet node run`` processes on 127.0.0.x.
+
+What it does (network mode): :func:`fraudnet.testing.init_network` creates one
+node directory per member (own key, audit log, embedded broker, libp2p on
+127.0.0.(10+i), the signed genesis roster with the scenario's ``f``); every
+node is started; once the mesh is connected the records are sent, in event
+order, to their member's ``POST /v1/decide`` (as fast as possible, or paced
+at ``replay.speed`` x real time). The decisions are the HTTP answers; the
+block verdicts are read from each node's verdict store and joined back to
+cards through the network keyring; each node's audit log is verified with
+``fraudnet audit verify``. ``isolated`` runs the same nodes without
+``[p2p]``; ``central`` one node that receives everything.
+
+Limits (reported, not hidden): faults are simulation-only (a scenario's
+faults are listed under ``faults_ignored``); only generator data (the
+default field layout) is supported; verdict timing, signal propagation and
+per-node message counts are not measured here (``None`` in the report);
+decision latency is the node's own ``latency_us`` (wall clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fraudnet.errors import UnavailableError
+
+from .members import Recorder
+from .scenario import Scenario
+from .simnet import NetStats
+from .simrun import RunResult
+from .sources import Dataset
+
+__all__ = ["run_processes"]
+
+S = 1_000_000
+
+
+def _metric(api: str, name: str) -> float:
+    import requests
+
+    for line in requests.get(f"{api}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _prepare(root: Path, sc: Scenario, mode: str) -> list[Path]:
+    from fraudnet.testing import init_network, run_cli
+
+    n = sc.network.members
+    if mode == "network":
+        dirs = init_network(
+            root, n, roster_f=sc.network.f, window_s=sc.network.window_s,
+            threshold=sc.signals.threshold,
+        )  # fmt: skip
+    else:
+        dirs = [root / (f"member-{i}" if mode == "isolated" else "central") for i in range(
+            n if mode == "isolated" else 1)]  # fmt: skip
+        for d in dirs:
+            run_cli("node", "init", str(d), "--member", d.name)
+    for d in dirs:
+        toml = d / "node.toml"
+        toml.write_text(toml.read_text().replace("# USD = 0.92", "USD = 0.92"))
+    return dirs
+
+
+def run_processes(
+    sc: Scenario, mode: str, data: Dataset, seed: int, work_dir: Path | None = None
+) -> RunResult:
+    """Run ``mode`` of ``sc`` on real node processes (see module docstring)."""
+    import requests
+
+    from fraudnet.adapters.p2p.files import load_network_keyring
+    from fraudnet.adapters.storage.verdicts import read_certificates
+    from fraudnet.testing import run_cli, running_node, wait_for
+
+    if data.fields.card != "card":
+        raise UnavailableError("process mode: only generator data is supported so far; use --sim")
+    root = Path(tempfile.mkdtemp(prefix=f"fraudnet-scenario-{mode}-", dir=work_dir))
+    dirs = _prepare(root, sc, mode)
+    names = tuple(d.name for d in dirs)
+    rec = Recorder()
+    counters: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        eps = [stack.enter_context(running_node(d)) for d in dirs]
+        if mode == "network" and len(eps) > 1:
+            wait_for(lambda: all(
+                _metric(ep["api"], "fraudnet_p2p_connected_members") >= len(eps) - 1
+                for ep in eps), 120, "the members' mesh")  # fmt: skip
+        sessions = [requests.Session() for _ in eps]
+        for s, ep in zip(sessions, eps, strict=True):
+            s.headers["Authorization"] = f"Bearer {ep['token']}"
+        t0 = time.monotonic()
+        speed = sc.replay.speed
+        for r in data.records:
+            i = 0 if mode == "central" else r.member % len(eps)
+            if speed:
+                lag = r.t_us / S / speed - (time.monotonic() - t0)
+                if lag > 0:
+                    time.sleep(lag)  # pacing the replay at k x real time, not synchronisation
+            resp = sessions[i].post(f"{eps[i]['api']}/v1/decide", json=r.raw, timeout=30)
+            if resp.status_code == 400:
+                rec.dead_letters += 1
+                continue
+            if resp.status_code != 200:
+                raise UnavailableError(
+                    f"process mode: {names[i]} answered {resp.status_code} for {r.tx_id}"
+                )
+            d = resp.json()
+            if d.get("duplicate"):
+                rec.duplicates += 1
+                continue
+            rec.admitted.setdefault(r.tx_id, []).append(names[i])
+            reasons = d.get("reasons", [])
+            level = ("block" if "NETWORK_VERDICT_BLOCK" in reasons else
+                     "step-up" if "NETWORK_VERDICT_STEP_UP" in reasons else "none")  # fmt: skip
+            rec.decisions.append((
+                names[i], r.tx_id, r.card, r.label, float(d["score"]), float(d["score"]),
+                d["outcome"], r.t_us, r.t_us + int(d.get("latency_us", 0)), level, 0,
+            ))  # fmt: skip
+        if (
+            mode == "network"
+        ):  # let attestations settle: bounded wait for the stores to stop growing
+            _settle(dirs, read_certificates)
+        for ep, name in zip(eps, names, strict=True):
+            counters[name] = requests.get(
+                f"{ep['api']}/v1/stats", headers={"Authorization": f"Bearer {ep['token']}"},
+                timeout=10,
+            ).json()  # fmt: skip
+    if mode == "network":
+        ring = load_network_keyring(dirs[0] / "network.key", 3600)
+        now = time.time_ns() // 1000
+        by_ps = {ring.pseudonyms("card", v, now)[0][1]: c for c, v in data.card_values.items()}
+        end = data.duration_us
+        for d, name in zip(dirs, names, strict=True):
+            store = d / "state" / "verdicts.store"
+            for cert in read_certificates(store) if store.exists() else []:
+                card = by_ps.get(cert.entity)
+                if cert.level == "block" and card is not None:
+                    rec.blocks.setdefault(card, {}).setdefault(name, end)
+    for d, name in zip(dirs, names, strict=True):
+        ok = run_cli("audit", "verify", str(d), check=False).returncode == 0
+        counters.setdefault(name, {})["audit_verified"] = ok
+    res = RunResult(mode, seed, names, names, rec, NetStats(), counters=counters)
+    return res
+
+
+def _settle(dirs: list[Path], read: Any, rounds: int = 20) -> None:
+    """Poll the verdict stores until two consecutive reads agree (at most ``rounds`` s)."""
+
+    def count() -> int:
+        n = 0
+        for d in dirs:
+            store = d / "state" / "verdicts.store"
+            with contextlib.suppress(Exception):
+                n += len(read(store)) if store.exists() else 0
+        return n
+
+    last = -1
+    deadline = time.monotonic() + rounds
+    while time.monotonic() < deadline:
+        cur = count()
+        if cur == last and cur > 0:
+            return
+        last = cur
+        time.sleep(1.0)  # polling a file another process appends to, bounded by the deadline
