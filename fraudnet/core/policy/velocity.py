@@ -42,13 +42,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from fraudnet.errors import PolicyError
+from fraudnet.errors import InputError, PolicyError
 
+from ..features.container import pack, unpack
 from ..features.hashmap import new_table, rebuild
 from ..features.velocity_kernel import NO_HEAD, fold_velocity_many
 from .inputs import PolicyInput
@@ -67,6 +68,8 @@ ENTITIES: Final = ("card", "terminal", "merchant", "device")
 MEASURES: Final = ("count", "sum")
 MAX_BUCKETS: Final = 1440
 _INITIAL: Final = 1024
+_MAGIC: Final = b"FNPV"
+_STATE_ARRAYS: Final = ("slot_keys", "head", "cnt", "sum", "last", "wcnt", "wsum")
 F64 = npt.NDArray[np.float64]
 
 
@@ -284,6 +287,56 @@ class VelocityStore:
         for k in dropped:
             del self.states[k]
         return dropped
+
+    def snapshot(self) -> bytes:
+        """All velocity states as bytes (numpy arrays + JSON header, no pickle)."""
+        meta: dict[str, Any] = {"version": 1, "max_entities": self.max_entities, "states": []}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for k, (key, st) in enumerate(sorted(self.states.items())):
+            m = st.entities
+            meta["states"].append({
+                "entity": key.entity, "window_s": key.window_s, "bucket_s": key.bucket_s,
+                "entities": m, "late_dropped": st.late_dropped,
+                "evicted_idle": st.evicted_idle, "evicted_active": st.evicted_active,
+            })  # fmt: skip
+            for name in _STATE_ARRAYS:
+                arrays[f"{k}.{name}"] = getattr(st, name)[:m]
+        return pack(_MAGIC, meta, arrays)
+
+    @classmethod
+    def restore(cls, data: bytes) -> VelocityStore:
+        """Rebuild a store from :meth:`snapshot`; :class:`InputError` when damaged."""
+        meta, arrays = unpack(data, _MAGIC, "velocity snapshot")
+        try:
+            store = cls(int(meta["max_entities"]))
+            for k, sm in enumerate(meta["states"]):
+                key = VelocityKey(str(sm["entity"]), float(sm["window_s"]), float(sm["bucket_s"]))
+                VelocitySpec("snapshot", "count", key)  # validates the geometry
+                st = VelocityState(key, store.max_entities)
+                m = int(sm["entities"])
+                if not 0 <= m <= store.max_entities:
+                    raise ValueError(f"state {k}: {m} entities out of bounds")
+                cap = st.capacity
+                while cap < m:
+                    cap *= 2
+                st._alloc(min(cap, store.max_entities))
+                for name in _STATE_ARRAYS:
+                    arr = arrays[f"{k}.{name}"]
+                    dst = getattr(st, name)
+                    if arr.dtype != dst.dtype or arr.shape != (m, *dst.shape[1:]):
+                        raise ValueError(f"state {k}: array {name!r} mis-shaped")
+                    dst[:m] = arr
+                if np.unique(st.slot_keys[:m]).shape[0] != m:
+                    raise ValueError(f"state {k}: duplicate keys")
+                st.meta[0] = m
+                rebuild(st.tab_keys, st.tab_slot, st.slot_keys, m)
+                st.counters[0] = int(sm["late_dropped"])
+                st.evicted_idle = int(sm["evicted_idle"])
+                st.evicted_active = int(sm["evicted_active"])
+                store.states[key] = st
+        except (KeyError, TypeError, ValueError, PolicyError) as e:
+            raise InputError(f"velocity snapshot: {e}") from None
+        return store
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {

@@ -179,3 +179,38 @@ def test_running_totals_match_the_ring_with_out_of_order_batches(seed: int) -> N
             xs = [x % L for x in range(h - n + 1, h + 1)]
             assert st.wcnt[s] == st.cnt[s, xs].sum()
             assert st.wsum[s] == pytest.approx(st.sum[s, xs].sum(), abs=1e-6)
+
+
+def test_snapshot_restore_continues_the_windows() -> None:
+    keys, _present, ts, amt = stream(4)
+    from policy_helpers import batch
+
+    specs = {
+        "c": VelocitySpec("c", "count", VelocityKey("card", 3600.0, 300.0)),
+        "s": VelocitySpec("s", "sum", VelocityKey("terminal", 1800.0, 60.0)),
+    }
+    inp = batch(ts.shape[0], ts_s=ts, amount=amt, card_key=keys, terminal_key=keys // 2)
+    idx_a, idx_b = np.arange(250), np.arange(250, ts.shape[0])
+    whole = VelocityStore().fold_many(specs, inp)
+    first = VelocityStore()
+    first.fold_many(specs, inp.take(idx_a))
+    restored = VelocityStore.restore(first.snapshot())
+    ents = {k: v["entities"] for k, v in first.stats().items()}
+    assert {k: v["entities"] for k, v in restored.stats().items()} == ents
+    rest = restored.fold_many(specs, inp.take(idx_b))
+    np.testing.assert_array_equal(rest["c"], whole["c"][idx_b])
+    np.testing.assert_allclose(rest["s"], whole["s"][idx_b])
+
+
+def test_damaged_snapshot_is_an_input_error() -> None:
+    from policy_helpers import batch
+
+    from fraudnet.errors import InputError
+
+    store = VelocityStore()
+    store.fold_many({"c": VelocitySpec("c", "count", VelocityKey("card", 60.0, 10.0))}, batch(3))
+    data = store.snapshot()
+    with pytest.raises(InputError, match="velocity snapshot"):
+        VelocityStore.restore(data[:20])
+    with pytest.raises(InputError, match="velocity snapshot"):
+        VelocityStore.restore(b"FNFS" + data[4:])
