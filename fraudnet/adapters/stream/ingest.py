@@ -37,6 +37,8 @@ __all__ = ["IngestService", "decode_value"]
 
 log = logging.getLogger("fraudnet.ingest")
 MAX_VALUE_BYTES = 64 * 1024
+#: at most one offset commit per this interval while fetches keep coming
+COMMIT_EVERY_S = 0.2
 
 
 def decode_value(value: bytes | None, fmt: str) -> Any:
@@ -83,6 +85,9 @@ class IngestService(Service):
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._commit_chain: asyncio.Future[None] | None = None
+        self._chain_seq = 0
+        self._acked: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._paused = False
         self.consumed = 0
         super().__init__(**kw)
@@ -184,16 +189,31 @@ class IngestService(Service):
             self._chain_commit(task, offsets)
 
     def _chain_commit(self, task: asyncio.Future[Any], offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` once ``task`` and every earlier fetch's task are decided.
+
+        Commits are coalesced: a link that already has a successor skips its own
+        commit unless ``COMMIT_EVERY_S`` has passed since the last one, because the
+        successor commits the merged offsets of every completed link (one Kafka
+        request per interval instead of one per fetch). The newest link always
+        commits, so the final position is committed once traffic stops.
+        """
         prev = self._commit_chain
         consumer = self._consumer
         assert consumer is not None
+        self._chain_seq += 1
+        seq = self._chain_seq
+        loop = asyncio.get_running_loop()
 
         async def commit_in_order() -> None:
             if prev is not None:
                 await prev
             await task
+            self._acked.update(offsets)  # links complete in order: offsets only grow
+            if seq != self._chain_seq and loop.time() - self._last_commit < COMMIT_EVERY_S:
+                return
+            self._last_commit = loop.time()
             try:
-                await consumer.commit(offsets)
+                await consumer.commit(dict(self._acked))
             except Exception as e:  # noqa: BLE001  re-delivery is safe: de-duplicated
                 log.warning("ingest: offset commit failed (will be re-read): %r", e)
 
