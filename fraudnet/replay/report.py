@@ -15,6 +15,8 @@ Definitions (all over the transactions the mode decided):
   the share with a block verdict; ``attack_liveness`` -- among fraudulent
   cards *attacked* (fraudulent transactions) at >= 2f+1 honest members.
   ``verdict_delay_*`` -- first fraudulent transaction to first block verdict.
+* ``quorum_to_verdict_*_ms`` -- from the (2f+1)-th honest member's local flag
+  until every honest member holds the block verdict (the consensus's own latency).
 * ``decision_*_ms`` -- arrival to decision; in simulation mode this is
   virtual time from the node's queueing model, not a wall-clock measurement.
 * ``propagation_*_ms`` -- signal envelope sent to accepted at another member.
@@ -126,6 +128,14 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
     vdel = [max(0, blocked[c] - first_fraud[c]) for c in blocked if c in first_fraud]
     out["verdict_delay_p50_s"] = _pct(vdel, 0.5, S)
     out["verdict_delay_p99_s"] = _pct(vdel, 0.99, S)
+    qdel = []  # from the (2f+1)-th honest local flag to the block verdict at *every* honest node
+    for c in live_fraud:
+        times = sorted(t for m, t in rec.flags[c].items() if m in honest)
+        at = {m: t for m, t in rec.blocks.get(c, {}).items() if m in honest}
+        if len(at) == len(honest):
+            qdel.append(max(0, max(at.values()) - times[2 * f]))
+    out["quorum_to_verdict_p50_ms"] = _pct(qdel, 0.5)
+    out["quorum_to_verdict_p99_ms"] = _pct(qdel, 0.99)
     out["verdicts_applied"] = rec.verdicts_applied
     # exactly one decision per accepted transaction
     per_tx = Counter(r[1] for r in rows)
