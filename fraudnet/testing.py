@@ -46,38 +46,62 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.05) -> An
 @contextmanager
 def running_node(node_dir: Path, *extra: str, log: Path | None = None) -> Iterator[dict[str, Any]]:
     """Start `fraudnet node run DIR` and yield its endpoints; SIGTERM it afterwards."""
-    ep_file = node_dir / "run" / "endpoints.json"
-    if ep_file.exists():
-        ep_file.unlink()
-    logf = open(log or node_dir / "node.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*FRAUDNET, "node", "run", str(node_dir), "--api", "127.0.0.1:0", *extra],
-        stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    with running_nodes([node_dir], *extra, logs=[log] if log else None) as eps:
+        yield eps[0]
 
-    def ready() -> dict[str, Any] | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"node exited early ({proc.returncode}); log: {logf.name}")
-        try:
-            ep: dict[str, Any] = json.loads(ep_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return ep if ep.get("pid") == proc.pid else None
 
+@contextmanager
+def running_nodes(
+    node_dirs: list[Path], *extra: str, logs: list[Path] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Start one `fraudnet node run` per directory *concurrently*; yield their endpoints.
+
+    All processes are launched first, then each is awaited (bounded), so N nodes
+    start in about the time of one. Every process gets SIGTERM afterwards.
+    """
+    procs: list[tuple[Path, Any, Any]] = []
     try:
-        ep = wait_for(ready, 60, "node start")
-        ep["proc"] = proc
-        ep["token"] = (node_dir / "api.token").read_text().strip()
-        yield ep
+        for i, node_dir in enumerate(node_dirs):
+            ep_file = node_dir / "run" / "endpoints.json"
+            if ep_file.exists():
+                ep_file.unlink()
+            logf = open((logs[i] if logs else None) or node_dir / "node.log", "ab")  # noqa: SIM115
+            proc = subprocess.Popen(
+                [*FRAUDNET, "node", "run", str(node_dir), "--api", "127.0.0.1:0", *extra],
+                stdout=logf, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            procs.append((node_dir, proc, logf))
+        eps = []
+        for node_dir, proc, logf in procs:
+
+            def ready(node_dir: Path = node_dir, proc: Any = proc, logf: Any = logf) -> Any:
+                if proc.poll() is not None:
+                    raise AssertionError(f"node exited early ({proc.returncode}); log: {logf.name}")
+                try:
+                    ep: dict[str, Any] = json.loads(
+                        (node_dir / "run" / "endpoints.json").read_text()
+                    )
+                except (OSError, ValueError):
+                    return None
+                return ep if ep.get("pid") == proc.pid else None
+
+            ep = wait_for(ready, 60 + 10 * len(procs), "node start")
+            ep["proc"] = proc
+            ep["token"] = (node_dir / "api.token").read_text().strip()
+            eps.append(ep)
+        yield eps
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc, logf in procs:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        logf.close()
+            logf.close()
 
 
 def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float = 60) -> list[bytes]:

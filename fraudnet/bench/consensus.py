@@ -15,7 +15,6 @@ over (card, node) pairs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -72,14 +71,13 @@ def _block_count(store: Path) -> int:
 
 def run(nodes: int, cards: int, gap_ms: float, root: Path) -> dict[str, Any]:
     from fraudnet.replay.generator import luhn_complete
-    from fraudnet.testing import init_network, running_node, wait_for
+    from fraudnet.testing import init_network, running_nodes, wait_for
 
     f = (nodes - 1) // 3
     quorum = 2 * f + 1
     dirs = init_network(root, nodes, roster_f=f, network_id="benchnet")
     card_list = [luhn_complete(f"4999{os.getpid() % 1000:03d}{i:07d}") for i in range(cards)]
-    with contextlib.ExitStack() as stack:
-        eps = [stack.enter_context(running_node(d)) for d in dirs]
+    with running_nodes(dirs) as eps:
 
         def connected() -> bool:
             import requests

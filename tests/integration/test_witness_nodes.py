@@ -17,7 +17,7 @@ from fraudnet.adapters.witness import read_witness_dir
 from fraudnet.core import crypto
 from fraudnet.core.audit.schema import event_record
 from fraudnet.replay.generator import luhn_complete
-from fraudnet.testing import init_network, run_cli, running_node, wait_for
+from fraudnet.testing import init_network, run_cli, running_nodes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,7 @@ def _cosigned_keys(d: Path, name: str) -> set[bytes]:
 def test_nodes_cosign_each_other_and_a_rewrite_is_detected(tmp_path: Path) -> None:
     dirs = init_network(tmp_path, 3, witness=True)
     keys = [crypto.public_bytes(load_node_key(d)) for d in dirs]
-    with contextlib.ExitStack() as stack:
-        eps = [stack.enter_context(running_node(d)) for d in dirs]
+    with running_nodes(dirs) as eps:
         for k, ep in enumerate(eps):
             for i in range(5):
                 r = requests.post(f"{ep['api']}/v1/decide", timeout=10,
