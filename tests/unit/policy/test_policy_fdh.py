@@ -20,6 +20,8 @@ DATA = FDH / "transactions-2018-04-01_2018-06-30.csv.gz"
 def test_fdh_amount_velocity_backtest(capsys: pytest.CaptureFixture[str]) -> None:
     if not DATA.exists():
         pytest.skip(f"{DATA} not present")
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        pytest.skip("872k rows through the pure-Python kernels; the twins are parity-tested")
     from fraudnet.training.data import load_csv
 
     main(["policy", "backtest", str(ROOT / "examples/policies/fdh-amount-velocity.toml"),
