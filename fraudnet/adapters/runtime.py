@@ -109,6 +109,8 @@ class NodeRuntime:
         self._api_txs: list[TxRecord] = []
         self._api_arrivals: list[int] = []
         self._api_flush: asyncio.Task[None] | None = None
+        self._api_queue: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]] = []
+        self._api_group: asyncio.Future[None] | None = None
         self.batches_decided = 0
         #: seconds spent validating/pseudonymising (ingest) and deciding (core + scorer)
         self.admit_seconds = 0.0
@@ -116,6 +118,8 @@ class NodeRuntime:
         self._pending: set[str] = set()
         self._tail: asyncio.Future[None] | None = None
         self._fatal = False
+        #: periodic feature-state snapshots (stream/snapshots.py), written once more on drain
+        self.snapshots: Any = None
         #: called (once per failure) when the node must stop: a durable write failed
         self.on_fatal: Callable[[BaseException], None] | None = None
 
@@ -355,6 +359,12 @@ class NodeRuntime:
 
     # -- synchronous decision path (POST /v1/decide) -----------------------------
     async def decide_now(self, raw: Mapping[str, Any], *, source: str, arrival: int) -> DecideResult:
+        """Validate and decide one transaction now (``POST /v1/decide``).
+
+        Requests that arrive while the loop is busy are decided together: one
+        de-dup query, one scorer call, one audit append and one de-dup insert per
+        group (see :meth:`_decide_api_group`), each answer after its audit fsync.
+        """
         now = self.clock()
         adm = self.core.admit_one(
             raw, source=source, location="body", now_us=now, payload=_dump(raw)
@@ -363,21 +373,41 @@ class NodeRuntime:
         if isinstance(adm, DeadLetter):
             await self.publish_dead_letters([adm])
             return DecideResult(decision=None, dead_letter=adm)
-        prior = self.dedup.get(adm.tx_id)
-        if prior is not None:
-            self.core.note_duplicates(1)
-            self.metrics.duplicates.inc()
-            return DecideResult(decision=None, duplicate_of=prior)
-        decisions, fresh, dups = self._decide_begin([adm], [arrival], self.clock())
-        if dups:  # being decided concurrently through the stream path
-            return DecideResult(decision=None, duplicate_of=self.dedup.get(adm.tx_id))
-        await self._make_durable(decisions, fresh, "api")
-        self._api_decisions.extend(decisions)
-        self._api_txs.append(adm)
-        self._api_arrivals.append(arrival)
-        if self._api_flush is None or self._api_flush.done():
+        fut: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
+        self._api_queue.append((adm, arrival, fut))
+        if self._api_group is None or self._api_group.done():
+            # runs on the next loop iteration: every request parsed before then joins
+            self._api_group = asyncio.ensure_future(self._decide_api_group())
+        return await fut
+
+    async def _decide_api_group(self) -> None:
+        items, self._api_queue = self._api_queue, []
+        if not items:
+            return
+        try:
+            recs = [it[0] for it in items]
+            decisions, fresh, _dups = self._decide_begin(recs, [it[1] for it in items],
+                                                         self.clock())  # fmt: skip
+            by_id = {d.tx_id: d for d in decisions}
+            await self._make_durable(decisions, fresh, "api")
+        except BaseException as e:
+            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
+                if not f.done():
+                    f.set_exception(e)
+            return
+        for (adm, arrival, f), d in zip(items, (by_id.pop(r.tx_id, None) for r in recs),
+                                        strict=True):  # fmt: skip
+            if d is None:  # decided before, or right now by the stream path / this group
+                res = DecideResult(decision=None, duplicate_of=self.dedup.get(adm.tx_id))
+            else:
+                self._api_decisions.append(d)
+                self._api_txs.append(adm)
+                self._api_arrivals.append(arrival)
+                res = DecideResult(decision=d)
+            if not f.done():
+                f.set_result(res)
+        if self._api_decisions and (self._api_flush is None or self._api_flush.done()):
             self._api_flush = asyncio.ensure_future(self._flush_api_soon())
-        return DecideResult(decision=decisions[0])
 
     async def _flush_api_soon(self, delay: float = 0.005) -> None:
         await asyncio.sleep(delay)  # coalescing window: many API decisions, one message
@@ -409,6 +439,11 @@ class NodeRuntime:
         if self._api_flush is not None:
             self._api_flush.cancel()
         await self.flush_api()
+        if self.snapshots is not None:
+            try:
+                await self.snapshots.snapshot_all()
+            except Exception as e:  # noqa: BLE001  shutdown goes on; the next start is staler
+                log.error("final feature snapshot failed: %r", e)
 
 
 def _dump(raw: Any) -> str:

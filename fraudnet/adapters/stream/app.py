@@ -27,6 +27,7 @@ import faust
 from fraudnet.config import Settings
 
 from ..runtime import NodeRuntime
+from .snapshots import FeatureSnapshots
 from .transport import FastTransport
 
 __all__ = ["NodeApp", "TopicNames", "create_app"]
@@ -122,6 +123,22 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
     async def decide(stream: Any) -> None:
         async for value in stream:
             await runtime.on_tx_batch(value)
+
+    snaps = FeatureSnapshots(
+        runtime.core.scorer, settings.node_dir / "state" / "features", settings.broker.partitions
+    )
+    restored = snaps.restore()
+    if restored["shards"] or restored["corrupt"]:
+        log.info("feature state restored: %s", restored)
+    runtime.snapshots = snaps
+
+    @app.timer(interval=snaps.interval_s / snaps.shards)
+    async def snapshot_features() -> None:
+        # one shard per tick: the pause on the loop is 1/shards of a full snapshot
+        try:
+            await snaps.snapshot_next()
+        except Exception as e:  # noqa: BLE001  a failed snapshot must not stop deciding
+            log.error("feature snapshot failed: %r", e)
 
     @app.agent(outputs.labels, name="labels")
     async def labels(stream: Any) -> None:

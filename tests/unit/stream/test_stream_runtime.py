@@ -88,3 +88,27 @@ def test_metrics_count_decisions_per_outcome(tmp_path: Path) -> None:
     assert total == 10
     assert 'fraudnet_decision_latency_seconds_count{path="api"} 10.0' in text
     assert rt.core.counters.reconciles()
+
+
+def test_concurrent_api_requests_are_decided_once_each_in_groups(tmp_path: Path) -> None:
+    async def main() -> tuple[list[object], NodeRuntime, list[str]]:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        topics.release.set()
+        rt.attach(topics)
+        calls = [rt.decide_now(_tx(i % 40), source="t", arrival=1) for i in range(50)]
+        res = await asyncio.gather(*calls)  # ids 0..9 are sent twice in the same group
+        again = await rt.decide_now(_tx(3), source="t", arrival=1)  # after it is durable
+        await rt.flush_api()
+        return [*res, again], rt, topics.decisions
+
+    res, rt, published = asyncio.run(main())
+    decided = [r.decision.tx_id for r in res if r.decision is not None]  # type: ignore[attr-defined]
+    dups = [r for r in res if r.decision is None]  # type: ignore[attr-defined]
+    assert sorted(decided) == sorted(f"api-{i}" for i in range(40))
+    assert len(dups) == 11 and all(r.duplicate_of is not None for r in dups)  # type: ignore[attr-defined]
+    assert sorted(published) == sorted(decided)
+    c = rt.core.counters
+    assert (c.received, c.decided, c.duplicates) == (51, 40, 11) and c.reconciles()
+    assert rt.dedup.count() == 40
