@@ -58,21 +58,21 @@ def _visits(model: Any, x: Any) -> float:
     """Mean internal nodes visited per row (all trees), by a numpy traversal."""
     if model.kind == "linear":
         return 0.0
-    nd = model.nodes
+    ni, nf = model.nodes_i, model.nodes_f
+    leaf = model.arrays["feature"] < 0
     total = 0
     for root in model.arrays["roots"]:
         node = np.full(x.shape[0], root, dtype=np.int64)
         while True:
-            feat = nd[node, 2]
-            live = feat >= 0
+            live = ~leaf[node]
             if not live.any():
                 break
             total += int(live.sum())
-            f = model.cols[np.where(live, feat, 0).astype(np.int64)]
-            right = x[np.arange(x.shape[0]), f] > nd[node, 0]
-            nxt = np.where(right, nd[node, 3].astype(np.int64), node + 1)
+            f = model.cols[ni[node, 0]]
+            right = x[np.arange(x.shape[0]), f] > nf[node, 0]
+            nxt = np.where(right, ni[node, 1], node + 1)
             node = np.where(live, nxt, node)
-    return total / x.shape[0]
+    return float(total / x.shape[0])
 
 
 @click.command()
@@ -141,7 +141,7 @@ def cli(
         t0 = time.perf_counter_ns()
         rf.predict_proba(xb)
         sk_batch.append((time.perf_counter_ns() - t0) / batch)
-    nodes = int(model.nodes.shape[0])
+    nodes = int(model.nodes_i.shape[0])
     out = {
         "single_ns": float(statistics.median(singles)),
         "single_p99_ns": float(np.percentile(singles, 99)),

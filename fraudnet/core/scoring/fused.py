@@ -131,8 +131,9 @@ def score_fused(  # type: ignore[no-untyped-def]  # 52 arrays/scalars, documente
     x,
     kind,
     cols,
-    nodes,
-    roots,
+    nodes_i,
+    nodes_f,
+    trees,
     base,
     coef,
     mean,
@@ -181,7 +182,7 @@ def score_fused(  # type: ignore[no-untyped-def]  # 52 arrays/scalars, documente
     if kind == KIND_LINEAR:
         linear_many(x, cols, coef, mean, scale, base, scores, contrib)
     else:
-        forest_many(x, cols, nodes, roots, kind, base, scores, contrib)
+        forest_many(x, cols, nodes_i, nodes_f, trees, kind, base, scores, contrib)
     reason_keys(contrib, code_of, n_codes, top, min_contribution, keys)
     nf = cols.shape[0]
     nb = fedges.shape[1]

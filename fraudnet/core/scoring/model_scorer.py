@@ -92,8 +92,7 @@ class ModelScorer:
             kind = KIND_FOREST if model.kind == "forest" else KIND_GBM
             base = 0.0 if model.kind == "forest" else float(a["baseline"][0])
             lin = (_EMPTY, _EMPTY, _EMPTY)
-        roots = a["roots"] if model.kind != "linear" else np.zeros(0, dtype=np.int32)
-        self._margs = (kind, model.cols, model.nodes, roots, base, *lin, code_of, len(codes),
+        self._margs = (kind, model.cols, *model.tree_args, base, *lin, code_of, len(codes),
                        self.top_reasons, self.min_contribution)  # fmt: skip
         self._decode = _Decoder(codes)
         edges, frac = _train_bins(model.meta, nf)

@@ -83,7 +83,7 @@ def test_kernels_equal_their_python_twins(data) -> None:
     outs = []
     for k in (C.forest_many, getattr(C.forest_many, "py_func", C.forest_many)):
         s, c = np.empty(200), np.empty((200, len(cols)))
-        k(x[:200], m.cols, m.nodes, a["roots"], 0, 0.0, s, c)
+        k(x[:200], m.cols, *m.tree_args, 0, 0.0, s, c)
         outs.append((s, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
