@@ -150,6 +150,7 @@ def init_network(
     roster_f: int | None = None,
     witness: bool = False,
     window_s: int = 600,
+    direct: bool | None = None,
 ) -> list[Path]:
     """Create ``n`` node directories that form one network on 127.0.0.(10+i).
 
@@ -181,10 +182,12 @@ def init_network(
     for i, d in enumerate(dirs):
         create_secret_file(d / "network.key", netkey)
         peers = ", ".join(f'"{addrs[j]}/p2p/{pids[j]}"' for j in range(n) if j != i)
+        direct_line = "" if direct is None else f"direct = {'true' if direct else 'false'}\n"
         with (d / "node.toml").open("a") as f:
             f.write(
                 f'\n[p2p]\nlisten = "{addrs[i]}"\nnetwork_id = "{network_id}"\n'
                 f'network_key_file = "network.key"\npeers = [{peers}]\nheartbeat_ms = 300\n'
+                f"{direct_line}"
                 f"\n[p2p.members]\n{members}\n\n[signals]\nthreshold = {threshold}\n"
             )
     if roster_f is not None:

@@ -69,13 +69,15 @@ def _block_count(store: Path) -> int:
         return 0
 
 
-def run(nodes: int, cards: int, gap_ms: float, root: Path) -> dict[str, Any]:
+def run(
+    nodes: int, cards: int, gap_ms: float, root: Path, direct: bool | None = None
+) -> dict[str, Any]:
     from fraudnet.replay.generator import luhn_complete
     from fraudnet.testing import init_network, running_nodes, wait_for
 
     f = (nodes - 1) // 3
     quorum = 2 * f + 1
-    dirs = init_network(root, nodes, roster_f=f, network_id="benchnet")
+    dirs = init_network(root, nodes, roster_f=f, network_id="benchnet", direct=direct)
     card_list = [luhn_complete(f"4999{os.getpid() % 1000:03d}{i:07d}") for i in range(cards)]
     with running_nodes(dirs) as eps:
 
@@ -119,6 +121,7 @@ def run(nodes: int, cards: int, gap_ms: float, root: Path) -> dict[str, Any]:
 
     return {
         "nodes": nodes,
+        "direct": "auto" if direct is None else direct,
         "f": f,
         "quorum": quorum,
         "cards": cards,
@@ -138,15 +141,19 @@ def run(nodes: int, cards: int, gap_ms: float, root: Path) -> dict[str, Any]:
 @click.option("--cards", default=60, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--gap-ms", default=300.0, show_default=True, help="pause before the deciding flag")
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="keep node dirs here")
+@click.option("--direct/--mesh-only", default=None,
+              help="p2p.direct (default: the node's auto = direct for <= 16 peers)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def cli(nodes: int, cards: int, gap_ms: float, keep: Path | None, as_json: bool) -> None:
+def cli(
+    nodes: int, cards: int, gap_ms: float, keep: Path | None, direct: bool | None, as_json: bool
+) -> None:
     """Deciding attestation published -> block verdict held at every node (real processes)."""
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        res = run(nodes, cards, gap_ms, keep)
+        res = run(nodes, cards, gap_ms, keep, direct)
     else:
         with tempfile.TemporaryDirectory(prefix="fraudnet-bench-consensus-") as tmp:
-            res = run(nodes, cards, gap_ms, Path(tmp))
+            res = run(nodes, cards, gap_ms, Path(tmp), direct)
     if as_json:
         click.echo(json.dumps(res))
     else:

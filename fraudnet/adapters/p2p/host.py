@@ -129,8 +129,14 @@ class HostRuntime:
 
         swarm.add_conn = gated_add_conn
         per_node = max(1.0, 1000.0 / s.flush_interval_ms)
+        direct = []
+        if s.direct:
+            direct = [info_from_p2p_addr(multiaddr.Multiaddr(p)) for p in s.peers]
+            direct = [i for i in direct if i.peer_id != self.my_id and self.allows(i.peer_id)]
         gossipsub = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+            direct_peers=direct,
+            direct_connect_interval=3600,  # our redial task keeps the connections
             degree=6,
             degree_low=4,
             degree_high=12,

@@ -53,6 +53,11 @@ class P2PSettings:
     outbound_pending: int = 4096
     redial_min_ms: int = 500
     redial_max_ms: int = 30_000
+    #: make every configured peer a GossipSub *direct* peer (every message goes
+    #: straight to every connected configured peer): ``true``, ``false`` or ``"auto"``
+    #: (the default: direct when at most ``DIRECT_AUTO_MAX`` peers are configured).
+    #: Measured: p99 verdict formation 89 ms direct vs 198 ms mesh-only (ADR 0702).
+    direct: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: the raw ``[p2p.witness]`` table (None: witnessing off)
     witness: Mapping[str, Any] | None = None
@@ -156,7 +161,19 @@ class P2PSettings:
             redial_min_ms=redial_min,
             redial_max_ms=redial_max,
             witness=_table(m.get("witness"), bad),
+            direct=_direct(m.get("direct", "auto"), len(peers_raw), bad),
         )
+
+
+DIRECT_AUTO_MAX = 16
+
+
+def _direct(v: Any, n_peers: int, bad: Any) -> bool:
+    if v == "auto":
+        return n_peers <= DIRECT_AUTO_MAX
+    if type(v) is not bool:
+        raise bad("direct", 'must be true, false or "auto"')
+    return v
 
 
 def _table(v: Any, bad: Any) -> Mapping[str, Any] | None:
