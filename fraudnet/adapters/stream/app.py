@@ -132,7 +132,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         log.info("feature state restored: %s", restored)
     runtime.snapshots = snaps
 
-    @app.timer(interval=snaps.interval_s / snaps.shards)
+    @app.timer(interval=snaps.interval_s / snaps.shards)  # type: ignore[untyped-decorator]
     async def snapshot_features() -> None:
         # one shard per tick: the pause on the loop is 1/shards of a full snapshot
         try:
