@@ -188,3 +188,13 @@ def test_review_cli_list_show_resolve(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 4 and "already resolved" in err
     code, out, _ = run(capsys, "review", "list", "--node", str(node), "--status", "fraud")
     assert code == 0 and "tx1" in out and "tx2" not in out
+
+
+def test_bench_policy_runs_and_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "bench", "policy", "--rules", "12", "--batch", "512",
+                       "--batches", "2", "--repeat", "1", "--json")  # fmt: skip
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["rules"] == 12 and rep["transactions"] == 1024
+    assert rep["ns_per_tx"] > 0 and rep["cpu_ns_per_tx"] > 0 and rep["ns_per_tx_velocity_only"] > 0
+    assert 0 <= rep["share_decided_by_policy"] <= 1
