@@ -113,12 +113,14 @@ def synthetic_input(n: int, seed: int, t0: float) -> PolicyInput:
     )  # fmt: skip
 
 
-def run(n_rules: int, batch: int, batches: int, repeat: int, seed: int) -> dict[str, Any]:
+def run(
+    n_rules: int, batch: int, batches: int, repeat: int, seed: int, warm_tx: int = 32768
+) -> dict[str, Any]:
     bundle = load_bundle(bench_bundle(n_rules, seed), "<bench>")
     cand = load_bundle(bench_bundle(n_rules, seed + 1), "<bench-candidate>")
     # warm-up batches (untimed) fill the velocity states first: the figure is the steady
     # state of a running node, not the growth of empty tables
-    n_warm = max(1, 32768 // batch)
+    n_warm = max(1, warm_tx // batch)
     stream = [synthetic_input(batch, seed + k, 1.7e9 + 600.0 * k) for k in range(n_warm + batches)]
     warm, inputs = stream[:n_warm], stream[n_warm:]
     ids = [[f"t{k}-{i}" for i in range(batch)] for k in range(batches)]
@@ -185,10 +187,20 @@ def run(n_rules: int, batch: int, batches: int, repeat: int, seed: int) -> dict[
 @click.option("--batches", default=8, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--warm",
+    "warm_tx",
+    default=32768,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Untimed transactions folded first (steady state).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def cli(n_rules: int, batch: int, batches: int, repeat: int, seed: int, as_json: bool) -> None:
+def cli(
+    n_rules: int, batch: int, batches: int, repeat: int, seed: int, warm_tx: int, as_json: bool
+) -> None:
     """Policy evaluation cost per transaction (target: < 2 µs for 100 rules, batched)."""
-    out = run(n_rules, batch, batches, repeat, seed)
+    out = run(n_rules, batch, batches, repeat, seed, warm_tx)
     if as_json:
         click.echo(json.dumps(out))
         return

@@ -192,7 +192,7 @@ def test_review_cli_list_show_resolve(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_bench_policy_runs_and_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "bench", "policy", "--rules", "12", "--batch", "512",
-                       "--batches", "2", "--repeat", "1", "--json")  # fmt: skip
+                       "--batches", "2", "--repeat", "1", "--warm", "512", "--json")  # fmt: skip
     assert code == 0
     rep = json.loads(out)
     assert rep["rules"] == 12 and rep["transactions"] == 1024
