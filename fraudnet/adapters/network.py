@@ -85,6 +85,7 @@ class NetworkBridge(Service):
         self.signals_offered = 0
         self.consensus = consensus
         self.witness = witness
+        self.audit_dropped = 0
         self._tick_task: asyncio.Task[None] | None = None
         super().__init__(**kw)
         runtime.decided_hooks.append(self.on_decided)
@@ -241,8 +242,21 @@ class NetworkBridge(Service):
             )
 
     def _audit(self, rec: AuditRecord) -> None:
+        if self.audit_closed():
+            return
         fut = asyncio.ensure_future(self.audit.append_durable([rec]))
         fut.add_done_callback(_log_failure)
+
+    def audit_closed(self) -> bool:
+        """True once the node closed its audit log (shutdown): records are dropped and counted.
+
+        The node closes the audit log while draining, before this service stops;
+        network events after that cannot be recorded (the lead may reorder the stop).
+        """
+        if getattr(self.audit, "_closing", False):
+            self.audit_dropped += 1
+            return True
+        return False
 
 
 def _wire_reasons(reasons: Sequence[str]) -> tuple[str, ...]:
@@ -278,6 +292,7 @@ class _P2PCollector:
             for k, v in b.consensus.counters.items():
                 counters["consensus_" + k.replace(":", "_").replace("-", "_")] = v
             counters["consensus_verdicts_held"] = len(b.consensus.verdicts())
+        counters["network_audit_dropped_at_stop"] = b.audit_dropped
         if b.witness is not None:
             counters.update(b.witness.metrics())
         for name, value in sorted(counters.items()):

@@ -294,6 +294,9 @@ def _build_consensus(
             log.error("audit record of a consensus event failed: %r", fut.exception())
 
     def append(rec: Any) -> None:
+        if getattr(audit, "_closing", False):  # shutdown: the audit log is already closed
+            log.warning("audit log closed; consensus event not recorded: %s", rec.kind)
+            return
         asyncio.ensure_future(audit.append_durable([rec])).add_done_callback(logged)
 
     return ConsensusBridge(cs, chain, node_key, append, actor), p2p

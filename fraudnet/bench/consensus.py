@@ -59,12 +59,13 @@ def _verdict_times(node_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def _block_count(store: Path) -> int:
+    """Distinct entities with a block certificate (a renewal in a new window adds another)."""
     from fraudnet.adapters.storage.verdicts import read_certificates
 
     if not store.exists():
         return 0
     try:
-        return sum(1 for c in read_certificates(store) if c.level == "block")
+        return len({c.entity for c in read_certificates(store) if c.level == "block"})
     except Exception:  # an append in progress: poll again
         return 0
 
