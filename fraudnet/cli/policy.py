@@ -30,9 +30,9 @@ import numpy as np
 
 from fraudnet.core.ids import key64, pseudonym
 from fraudnet.core.policy import Policy, diff_bundles, load_bundle
-from fraudnet.core.policy.bundle import PSEUDONYMISED_KINDS, Bundle
 from fraudnet.core.policy.inputs import CHANNEL_CODES, encode_bin, encode_letters
 from fraudnet.core.policy.locate import Locator
+from fraudnet.core.policy.model import PSEUDONYMISED_KINDS, Bundle
 from fraudnet.core.records import REF_LEN
 from fraudnet.errors import InputError, PolicyError
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -66,6 +65,16 @@ from .compile import Compiled, CompileError, compile_condition
 from .inputs import encode_bin, encode_letters
 from .lang import ParseError, parse
 from .locate import Locator
+from .model import (
+    ACTIONS,
+    LIST_KINDS,
+    PSEUDONYMISED_KINDS,
+    Bundle,
+    EntityList,
+    ListEntry,
+    Rule,
+    Segment,
+)
 from .velocity import VelocityKey, VelocitySpec
 
 __all__ = [
@@ -87,84 +96,12 @@ MAX_SEGMENTS: Final = 200
 MAX_VELOCITIES: Final = 64
 MAX_LISTS: Final = 64
 MAX_ENTRIES: Final = 200_000
-ACTIONS: Final = ("allow", "review", "step_up", "block")
-LIST_KINDS: Final = ("card", "bin", "terminal", "merchant", "country", "device")
-PSEUDONYMISED_KINDS: Final = frozenset({"card", "terminal", "merchant", "device"})
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _REF_RE: Final = re.compile(r"^[0-9a-f]{32}$")
 _DURATION_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PAN_RUN: Final = re.compile(r"(?<![\d])\d(?:[ -]?\d){11,18}(?![\d])")
 _HEX_TOKEN: Final = re.compile(r"[0-9A-Fa-f]{32,}")
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    id: str
-    version: int
-    description: str
-    action: str
-    when: str
-    enabled: bool
-    line: int
-    condition: Compiled
-
-    @property
-    def reason(self) -> str:
-        """The reason code of this rule: ``rule:<id>@v<version>: <description>``."""
-        return f"rule:{self.id}@v{self.version}: {self.description}"
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    id: str
-    when: str
-    review_at: float
-    block_at: float
-    line: int
-    condition: Compiled
-
-
-@dataclass(frozen=True, slots=True)
-class ListEntry:
-    key: int  # uint64 key64 of the pseudonym, or the encoded bin/country
-    ident: str  # hex ref (pseudonymised kinds) or the plain value (bin, country)
-    expires_s: float  # +inf when it never expires
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class EntityList:
-    id: str
-    kind: str
-    action: str  # allow | deny | none
-    description: str
-    entries: tuple[ListEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Bundle:
-    """A validated, compiled policy bundle (immutable)."""
-
-    name: str
-    version: int
-    description: str
-    sha256: str
-    source: str
-    review_at: float
-    block_at: float
-    segments: tuple[Segment, ...]
-    velocities: dict[str, VelocitySpec]
-    rules: tuple[Rule, ...]
-    lists: tuple[EntityList, ...]
-
-    @property
-    def policy_id(self) -> str:
-        return f"{self.name}@{self.version}#{self.sha256[:12]}"
-
-    def needs_features(self) -> bool:
-        conds = [r.condition for r in self.rules] + [s.condition for s in self.segments]
-        return any(c.features for c in conds)
 
 
 def parse_duration(value: Any, what: str) -> float:
