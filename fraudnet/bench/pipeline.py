@@ -52,6 +52,8 @@ class PhaseStats:
     decided_twice: int = 0
     dead: int = 0
     lat_ms: array[float] = field(default_factory=lambda: array("d"))
+    #: the node's own part: ingest arrival -> decision (Decision.latency_us)
+    node_ms: array[float] = field(default_factory=lambda: array("d"))
     seen: bytearray = field(default_factory=bytearray)
     first_us: int = 0
     last_us: int = 0
@@ -121,6 +123,7 @@ class Reader(threading.Thread):
                             continue
                         ps.decided += 1
                         ps.lat_ms.append((now_us - sent_us) / 1000)
+                        ps.node_ms.append(int(d["latency_us"]) / 1000)
                         ps.first_us = ps.first_us or now_us
                         ps.last_us = now_us
         self.c.close()
@@ -181,6 +184,7 @@ def stream_phase(ep: dict[str, Any], reader: Reader, name: str, *, rate: float, 
                "seconds": round(secs, 3), "tx_per_s": round(ps.decided / secs, 1),
                "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "p999_ms": pct(lat, 99.9),
                "max_ms": round(max(lat), 3) if lat else None,
+               "node_p50_ms": pct(ps.node_ms, 50), "node_p99_ms": pct(ps.node_ms, 99),
                "reconciled": ps.decided == out["valid"] and ps.dead == out["invalid"]
                and ps.decided_twice == 0}  # fmt: skip
     return res
