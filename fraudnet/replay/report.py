@@ -269,18 +269,27 @@ def write_plots(out_dir: Path, runs: dict[str, RunResult], data: Dataset) -> lis
     for r in data.records:
         if r.label:
             fraud_first.setdefault(r.card, r.t_us)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for mode, res in runs.items():
         first: dict[int, int] = {}
+        hits: list[float] = []
         for d in sorted(res.recorder.decisions, key=lambda x: x[8]):
             if d[6] != "allow" and d[2] in fraud_first and d[7] >= fraud_first[d[2]]:
                 first.setdefault(d[2], d[8])
+            if d[6] != "allow" and d[3]:
+                hits.append(d[8] / 3.6e9)
         ts = sorted(t / 3.6e9 for t in first.values())
         ax.step(ts, np.arange(1, len(ts) + 1), where="post", label=mode)
+        ax2.step(hits, np.arange(1, len(hits) + 1), where="post", label=mode)
     ax.set_xlabel("hours since replay start (virtual)")
     ax.set_ylabel("fraudulent cards alerted")
-    ax.set_title(f"Detection over time ({len(fraud_first)} fraudulent cards)")
+    ax.set_title(f"Cards detected ({len(fraud_first)} fraudulent)")
+    ax2.set_xlabel("hours since replay start (virtual)")
+    ax2.set_ylabel("fraudulent transactions alerted")
+    nfraud = sum(1 for r in data.records if r.label)
+    ax2.set_title(f"Fraudulent transactions stopped ({nfraud} in total)")
     ax.legend()
+    ax2.legend()
     fig.tight_layout()
     p1 = out_dir / "detection.png"
     fig.savefig(p1, dpi=90)
