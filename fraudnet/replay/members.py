@@ -93,6 +93,7 @@ class Recorder:
     attestation_prop_us: list[int] = field(default_factory=list)
     signals_sent: int = 0
     envelopes_sent: int = 0
+    restarts: int = 0
 
     def note_sent(self, data: bytes, now_us: int) -> None:
         if len(self.sent_at) < 2_000_000:
@@ -305,6 +306,7 @@ class CoreMember(HonestNode):
         return []
 
     def on_restart(self, now_us: int) -> list[Action]:
+        self.rec.restarts += 1
         acts = self.start(now_us)
         for rec in list(self._tail):  # the stream's uncommitted tail, delivered again
             acts += self._handle(rec, now_us)

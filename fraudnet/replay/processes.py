@@ -11,8 +11,10 @@ cards through the network keyring; each node's audit log is verified with
 ``fraudnet audit verify``. ``isolated`` runs the same nodes without
 ``[p2p]``; ``central`` one node that receives everything.
 
-Limits (reported, not hidden): faults are simulation-only (a scenario's
-faults are listed under ``faults_ignored``); only generator data (the
+Faults: ``crash`` is applied to real processes (SIGKILL at ``at_s``, records
+held, restart at ``until_s`` with the uncommitted tail re-sent, which the
+node must answer as duplicates). Limits (reported, not hidden): other
+faults are simulation-only (listed under ``faults_ignored``); only generator data (the
 default field layout) is supported; verdict timing, signal propagation and
 per-node message counts are not measured here (``None`` in the report);
 decision latency is the node's own ``latency_us`` (wall clock).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from .members import Recorder
 from .scenario import Scenario
 from .simnet import NetStats
 from .simrun import RunResult
-from .sources import Dataset
+from .sources import Dataset, Replayed
 
 __all__ = ["run_processes"]
 
@@ -94,18 +97,12 @@ def run_processes(
         sessions = [requests.Session() for _ in eps]
         for s, ep in zip(sessions, eps, strict=True):
             s.headers["Authorization"] = f"Bearer {ep['token']}"
-        t0 = time.monotonic()
-        speed = sc.replay.speed
-        for r in data.records:
-            i = 0 if mode == "central" else r.member % len(eps)
-            if speed:
-                lag = r.t_us / S / speed - (time.monotonic() - t0)
-                if lag > 0:
-                    time.sleep(lag)  # pacing the replay at k x real time, not synchronisation
+
+        def send(i: int, r: Replayed) -> None:
             resp = sessions[i].post(f"{eps[i]['api']}/v1/decide", json=r.raw, timeout=30)
             if resp.status_code == 400:
                 rec.dead_letters += 1
-                continue
+                return
             if resp.status_code != 200:
                 raise UnavailableError(
                     f"process mode: {names[i]} answered {resp.status_code} for {r.tx_id}"
@@ -113,7 +110,7 @@ def run_processes(
             d = resp.json()
             if d.get("duplicate"):
                 rec.duplicates += 1
-                continue
+                return
             rec.admitted.setdefault(r.tx_id, []).append(names[i])
             reasons = d.get("reasons", [])
             level = ("block" if "NETWORK_VERDICT_BLOCK" in reasons else
@@ -122,6 +119,53 @@ def run_processes(
                 names[i], r.tx_id, r.card, r.label, float(d["score"]), float(d["score"]),
                 d["outcome"], r.t_us, r.t_us + int(d.get("latency_us", 0)), level, 0,
             ))  # fmt: skip
+
+        # crash faults: SIGKILL the member's node at at_s; its records wait (the stream
+        # holds them); at until_s restart it, re-send its last `redeliver` records (the
+        # uncommitted tail) and then the held ones
+        crashes = [
+            (int(f.at_s * S), int((f.until_s or 0) * S), sc.network.names.index(f.member))
+            for f in sc.faults if f.kind == "crash" and f.member and mode != "central"
+        ]  # fmt: skip
+        down: dict[int, int] = {}
+        held: dict[int, list[Replayed]] = {}
+        recent = [deque[Replayed](maxlen=max(1, sc.replay.redeliver)) for _ in eps]
+
+        def restart(i: int) -> None:
+            eps[i] = stack.enter_context(running_node(dirs[i]))
+            sessions[i].headers["Authorization"] = f"Bearer {eps[i]['token']}"
+            for r in [*recent[i], *held.pop(i, [])]:
+                send(i, r)
+                recent[i].append(r)
+            rec.restarts += 1
+
+        t0 = time.monotonic()
+        speed = sc.replay.speed
+        for r in data.records:
+            for i, until in list(down.items()):
+                if r.t_us >= until:
+                    del down[i]
+                    restart(i)
+            for at, until, i in crashes:
+                if at <= r.t_us < until and i not in down and i < len(eps):
+                    proc = eps[i]["proc"]
+                    proc.kill()
+                    proc.wait(30)
+                    down[i] = until
+                    crashes = [c for c in crashes if c != (at, until, i)]
+            i = 0 if mode == "central" else r.member % len(eps)
+            if speed:
+                lag = r.t_us / S / speed - (time.monotonic() - t0)
+                if lag > 0:
+                    time.sleep(lag)  # pacing the replay at k x real time, not synchronisation
+            if i in down:
+                held.setdefault(i, []).append(r)
+                continue
+            send(i, r)
+            recent[i].append(r)
+        for i in list(down):
+            del down[i]
+            restart(i)
         if (
             mode == "network"
         ):  # let attestations settle: bounded wait for the stores to stop growing

@@ -143,6 +143,7 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
     bad += sum(1 for tx, n in per_tx.items() if n != 1 and tx not in rec.admitted)
     out["accepted"] = len(rec.admitted)
     out["duplicates_absorbed"] = rec.duplicates
+    out["restarts"] = rec.restarts
     out["dead_letters"] = rec.dead_letters
     out["exactly_one_violations"] = bad
     lat = [r[8] - r[7] for r in rows]

@@ -104,7 +104,7 @@ def run_scenario(
         "expectations": checks,
     }
     if not sim:
-        report["faults_ignored"] = [f.kind for f in sc.faults]
+        report["faults_ignored"] = [f.kind for f in sc.faults if f.kind != "crash"]
         for r in reports.values():  # not measured on real processes (see processes.py)
             for k in ("verdict_delay_p50_s", "verdict_delay_p99_s", "propagation_p50_ms",
                       "propagation_p99_ms", "attestation_propagation_p99_ms"):  # fmt: skip

@@ -29,6 +29,11 @@ attacks = [{ kind = "compromised_card", day = 0, count = 5, members = 4, tx_per_
 kind = "clock_skew"
 member = "m01"
 skew_s = 5
+[[faults]]
+kind = "crash"
+member = "m02"
+at_s = 30100
+until_s = 30400
 [expect]
 max_false_block_verdicts = 0
 exactly_one_decision = true
@@ -36,7 +41,7 @@ min_attack_liveness = 0.8
 """
 
 
-def test_four_node_processes_block_attacked_cards(tmp_path: Path) -> None:
+def test_four_node_processes_block_attacked_cards_through_a_crash(tmp_path: Path) -> None:
     sc = parse_scenario(SMALL, "proc-small.toml")
     rep = run_scenario(sc, sim=False, out_dir=tmp_path, plots=False)
     net = rep["modes"]["network"]
@@ -45,5 +50,6 @@ def test_four_node_processes_block_attacked_cards(tmp_path: Path) -> None:
     assert not failed, failed
     assert net["decisions"] == net["accepted"] == rep["transactions"]
     assert net["block_verdict_cards"] >= 4
-    assert net["audit_logs_verified"] is True
+    assert net["audit_logs_verified"] is True  # including the SIGKILLed node's log
+    assert net["restarts"] == 1 and net["duplicates_absorbed"] >= 1
     assert net["latency_is_virtual"] is False and net["verdict_delay_p50_s"] is None
