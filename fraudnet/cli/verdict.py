@@ -75,16 +75,29 @@ def verify(cert_file: Path, genesis: str, rosters: Path, at_us: int | None, wind
 
 @cli.command()
 @click.argument("entity")
-@click.option("--store", type=click.Path(path_type=Path), required=True, help="Verdict store.")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Verdict store.")
+@click.option("--node-dir", type=click.Path(path_type=Path), default=None,
+              help="A node directory: its state/verdicts.store (and, with --genesis, "
+                   "state/roster.chain or roster.chain).")  # fmt: skip
 @click.option("--kind", default="card", show_default=True)
 @click.option("--genesis", default=None, help="Trusted genesis hash (hex), to verify.")
 @click.option("--rosters", type=click.Path(path_type=Path), default=None, help="Roster chain.")
 @click.option("--at-us", type=int, default=None)
 @click.option("--window-s", type=float, default=600.0, show_default=True)
 @click.option("--grace-s", type=float, default=60.0, show_default=True)
-def show(entity: str, store: Path, kind: str, genesis: str | None, rosters: Path | None,
-         at_us: int | None, window_s: float, grace_s: float) -> None:  # fmt: skip
+def show(entity: str, store: Path | None, node_dir: Path | None, kind: str,
+         genesis: str | None, rosters: Path | None, at_us: int | None, window_s: float,
+         grace_s: float) -> None:  # fmt: skip
     """List (and verify) the stored certificates of an entity pseudonym (hex)."""
+    if node_dir is not None and store is None:
+        store = node_dir / "state" / "verdicts.store"
+        if genesis is not None and rosters is None:
+            adopted = node_dir / "state" / "roster.chain"
+            rosters = adopted if adopted.exists() else node_dir / "roster.chain"
+    elif (store is None) == (node_dir is None):
+        raise ConfigError("give exactly one of --store FILE or --node-dir DIR")
+    if store is None:  # unreachable; keeps the type checker honest
+        raise ConfigError("no verdict store given")
     try:
         ent = bytes.fromhex(entity)
     except ValueError:

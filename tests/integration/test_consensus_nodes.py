@@ -99,6 +99,9 @@ def test_block_verdict_forms_at_every_node_and_a_sybil_is_kept_out(tmp_path: Pat
                   "--rosters", str(tmp_path / "roster.chain"), "--json")  # fmt: skip
     doc = json.loads(out.stdout)
     assert doc["ok"] is True and doc["level"] == "block"
+    shown = run_cli("verdict", "show", cert.entity.hex(), "--node-dir", str(members[1]),
+                    "--genesis", anchor)  # fmt: skip
+    assert "ok: block card" in shown.stdout
     # a tampered certificate does not verify
     bad = bytearray(cert.encode())
     bad[-5] ^= 1
