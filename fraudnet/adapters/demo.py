@@ -86,7 +86,8 @@ class DemoSummary:
 
 
 _INVALID = (
-    b'{"tx_id": "bad-%d", "timestamp": "yesterday", "card": "c", "terminal_id": "t", "amount": "1"}',
+    b'{"tx_id": "bad-%d", "timestamp": "yesterday", "card": "c", "terminal_id": "t", '
+    b'"amount": "1"}',
     b'{"tx_id": "bad-%d", "card": "4999000000000001", "amount": "-5"}',
     b"not json at all %d",
 )
@@ -129,10 +130,10 @@ class DemoDriver(Service):
             await asyncio.wait_for(self._drive(), self.timeout_s)
         except TimeoutError:
             self.summary.error = f"timed out after {self.timeout_s:.0f} s"
-        except Exception as e:  # noqa: BLE001  report, then stop the node cleanly
+        except Exception as e:
             self.summary.error = repr(e)
         worker = self.node.app.fraudnet_worker
-        asyncio.ensure_future(worker.stop())
+        self._stopping = asyncio.ensure_future(worker.stop())
 
     async def _drive(self) -> None:
         import aiohttp
@@ -180,7 +181,8 @@ class DemoDriver(Service):
                         s.sent_api += 1
                     else:
                         self._sent_at[rec["tx_id"]] = time.perf_counter()
-                        producer.produce(topics.tx_in, json.dumps(rec).encode(), key=rec["card"][-8:])
+                        value = json.dumps(rec).encode()
+                        producer.produce(topics.tx_in, value, key=rec["card"][-8:])
                         s.sent_stream += 1
                     if i % 256 == 0:
                         producer.poll(0)

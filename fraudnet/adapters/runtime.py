@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fraudnet.core.ids import key64
 from fraudnet.core.pipeline import DeadLetter, NodeCore
 from fraudnet.core.records import (
     Decision,
@@ -36,7 +37,6 @@ from fraudnet.core.records import (
     encode_decisions,
     encode_tx_batch,
 )
-from fraudnet.core.ids import key64
 from fraudnet.errors import InputError
 
 from .metrics import NodeMetrics
@@ -111,6 +111,7 @@ class NodeRuntime:
         self._api_flush: asyncio.Task[None] | None = None
         self._api_queue: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]] = []
         self._api_group: asyncio.Future[None] | None = None
+        self._notifies: set[asyncio.Future[None]] = set()
         self.batches_decided = 0
         #: seconds spent validating/pseudonymising (ingest) and deciding (core + scorer)
         self.admit_seconds = 0.0
@@ -198,7 +199,8 @@ class NodeRuntime:
             async with cond:
                 cond.notify_all()
 
-        asyncio.ensure_future(notify())
+        self._notifies.add(t := asyncio.ensure_future(notify()))
+        t.add_done_callback(self._notifies.discard)
 
     async def publish_dead_letters(self, dls: Sequence[DeadLetter]) -> None:
         if not dls:
@@ -358,7 +360,9 @@ class NodeRuntime:
         self.metrics.labels.labels(kind=kind).inc()
 
     # -- synchronous decision path (POST /v1/decide) -----------------------------
-    async def decide_now(self, raw: Mapping[str, Any], *, source: str, arrival: int) -> DecideResult:
+    async def decide_now(
+        self, raw: Mapping[str, Any], *, source: str, arrival: int
+    ) -> DecideResult:
         """Validate and decide one transaction now (``POST /v1/decide``).
 
         Requests that arrive while the loop is busy are decided together: one
@@ -442,7 +446,7 @@ class NodeRuntime:
         if self.snapshots is not None:
             try:
                 await self.snapshots.snapshot_all()
-            except Exception as e:  # noqa: BLE001  shutdown goes on; the next start is staler
+            except Exception as e:
                 log.error("final feature snapshot failed: %r", e)
 
 

@@ -206,7 +206,8 @@ async def _http_load(url: str, token: str, rate: float, seconds: float) -> dict[
         async def one(i: int, due: float) -> None:
             c, t, m, a, cur, mcc, ch, co = tpl[i % len(tpl)]
             us = time.time_ns() // 1000
-            body = json.dumps({"tx_id": f"h{i}x{us // 1_000_000}s{us % 1_000_000}", "timestamp": us / 1e6, "card": c,
+            tx_id = f"h{i}x{us // 1_000_000}s{us % 1_000_000}"
+            body = json.dumps({"tx_id": tx_id, "timestamp": us / 1e6, "card": c,
                                "terminal_id": t, "merchant_id": m, "amount": a, "currency": cur,
                                "mcc": mcc, "channel": ch, "country": co})  # fmt: skip
             t0 = time.perf_counter()
@@ -277,7 +278,8 @@ def _train_model(workdir: Path) -> Path:
                         r["amount"], r["label"]])  # fmt: skip
     out = workdir / "model.fnm"
     run_cli("model", "train", "--data", str(data), "--train-start", "2024-04-05", "--train-days",
-            "14", "--delay-days", "7", "--model", "rf", "--out", str(out), timeout=1800)  # fmt: skip
+            "14", "--delay-days", "7", "--model", "rf", "--out", str(out),
+            timeout=1800)  # fmt: skip
     return out
 
 

@@ -39,7 +39,10 @@ _TEMPLATE = (
 )
 
 
-def tx_templates(n: int = 20_000, seed: int = 11) -> list[tuple[str, str, str, str, str, int, str, str]]:
+Template = tuple[str, str, str, str, str, int, str, str]
+
+
+def tx_templates(n: int = 20_000, seed: int = 11) -> list[Template]:
     """Realistic (card, terminal, merchant, amount, currency, mcc, channel, country) tuples."""
     from fraudnet.replay.generator import GeneratorConfig, generate
 
@@ -61,13 +64,15 @@ def _messages(phase: str, tpl: list[Any]) -> Iterator[tuple[bytes, bytes, str]]:
     last: tuple[bytes, bytes] | None = None
     while True:
         if seq % 1000 == 999:
-            yield b'{"tx_id":"bad-%s-%d","card":"c","amount":"-5"}' % (phase.encode(), seq), b"x", "invalid"
+            bad = b'{"tx_id":"bad-%s-%d","card":"c","amount":"-5"}' % (phase.encode(), seq)
+            yield bad, b"x", "invalid"
         elif seq % 2000 == 1500 and last is not None:
             yield last[0], last[1], "dup"
         else:
             c, t, m, a, cur, mcc, ch, co = tpl[seq % len(tpl)]
             us = time.time_ns() // 1000
-            v = (_TEMPLATE % (f"{phase}{seq}x{us // 1_000_000}s{us % 1_000_000}", us / 1e6, c, t, m, a, cur, mcc, ch, co)).encode()
+            tx_id = f"{phase}{seq}x{us // 1_000_000}s{us % 1_000_000}"
+            v = (_TEMPLATE % (tx_id, us / 1e6, c, t, m, a, cur, mcc, ch, co)).encode()
             last = (v, c[-8:].encode())
             yield v, last[1], "valid"
         seq += 1
@@ -208,6 +213,7 @@ def run_floor(a: argparse.Namespace) -> dict[str, Any]:
     out = app.topic("floor-out", value_serializer="raw", key_serializer="raw")
     res: dict[str, Any] = {"events": 0}
     t_first = [0.0]
+    stopping: list[asyncio.Future[Any]] = []
 
     @app.agent(src, name="naive")
     async def naive(stream: Any) -> None:
@@ -215,14 +221,15 @@ def run_floor(a: argparse.Namespace) -> dict[str, Any]:
             if not t_first[0]:
                 t_first[0] = time.perf_counter()
             now = time.time_ns() // 1000
-            adm = core.admit_one(json.loads(value or b"null"), source="floor", location="-", now_us=now)
+            raw = json.loads(value or b"null")
+            adm = core.admit_one(raw, source="floor", location="-", now_us=now)
             if not isinstance(adm, DeadLetter):
                 ds = core.decide_many([adm], [now], now)
                 await out.send(value=encode_decisions(ds))
             res["events"] += 1
             if res["events"] >= a.count:
                 res["seconds"] = time.perf_counter() - t_first[0]
-                asyncio.ensure_future(worker.stop())
+                stopping.append(asyncio.ensure_future(worker.stop()))
 
     worker = faust.Worker(app, quiet=True, loglevel="WARNING", redirect_stdouts=False,
                           override_logging=False)  # fmt: skip

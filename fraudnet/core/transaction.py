@@ -167,7 +167,9 @@ class FieldMap:
         known = set(cls.__dataclass_fields__)
         unknown = set(m) - known
         if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(
+                f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         for k, v in m.items():
             if v is not None and not isinstance(v, str):
                 raise ConfigError(f"{where}: {k} must be a column name (string), got {v!r}")
@@ -419,7 +421,9 @@ def parse_record(
         amount_minor=amount_minor,
         currency=currency,
         amount=amount,
-        merchant_id=_ident(_get(rec, fm.merchant_id), fm.merchant_id or "merchant_id", required=False),
+        merchant_id=_ident(
+            _get(rec, fm.merchant_id), fm.merchant_id or "merchant_id", required=False
+        ),
         mcc=_int_field(_get(rec, fm.mcc), fm.mcc or "mcc", 0, 9999),
         channel=channel,
         country=country,

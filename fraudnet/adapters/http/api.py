@@ -106,7 +106,8 @@ def build_http_app(
             return _error(413, f"body larger than {MAX_BODY} bytes")
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **(info or {}), **runtime.core.counters.as_dict()})
+        counters = runtime.core.counters.as_dict()
+        return web.json_response({"status": "ok", **(info or {}), **counters})
 
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")

@@ -49,7 +49,7 @@ class DedupStore:
         found: set[str] = set()
         for i in range(0, len(tx_ids), _CHUNK):
             chunk = tx_ids[i : i + _CHUNK]
-            q = "SELECT tx_id FROM decided WHERE tx_id IN (%s)" % ",".join("?" * len(chunk))
+            q = "SELECT tx_id FROM decided WHERE tx_id IN ({})".format(",".join("?" * len(chunk)))
             found.update(row[0] for row in self._db.execute(q, chunk))
         return found
 

@@ -137,7 +137,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         # one shard per tick: the pause on the loop is 1/shards of a full snapshot
         try:
             await snaps.snapshot_next()
-        except Exception as e:  # noqa: BLE001  a failed snapshot must not stop deciding
+        except Exception as e:
             log.error("feature snapshot failed: %r", e)
 
     @app.agent(outputs.labels, name="labels")

@@ -18,7 +18,7 @@ from faust.transport.drivers import aiokafka as fa
 __all__ = ["FastTransport"]
 
 
-class _Thread(fa.AIOKafkaConsumerThread):  # type: ignore[misc]  # untyped base
+class _Thread(fa.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         wait = int(getattr(self.app, "fraudnet_fetch_max_wait_ms", 10))
@@ -28,10 +28,10 @@ class _Thread(fa.AIOKafkaConsumerThread):  # type: ignore[misc]  # untyped base
         return consumer
 
 
-class _Consumer(fa.Consumer):  # type: ignore[misc]  # untyped base
+class _Consumer(fa.Consumer):
     def _new_consumer_thread(self) -> _Thread:
         return _Thread(self, loop=self.loop, beacon=self.beacon)
 
 
-class FastTransport(fa.Transport):  # type: ignore[misc]  # untyped base
+class FastTransport(fa.Transport):
     Consumer = _Consumer

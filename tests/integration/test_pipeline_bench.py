@@ -1,0 +1,35 @@
+"""`fraudnet bench pipeline --json` end to end (short phases): one JSON object, reconciled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fraudnet.testing import run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEYS = {"tx_per_s", "p50_ms", "p99_ms", "p999_ms", "http_p99_ms", "peak_rss_mb",
+        "state_bytes_per_entity", "ceiling_tx_per_s", "floor_tx_per_s", "transactions",
+        "seconds"}  # fmt: skip
+
+
+def test_bench_pipeline_short_run_reconciles(tmp_path: Path) -> None:
+    out = run_cli(
+        "bench", "pipeline", "--seconds", "3", "--latency-seconds", "3", "--latency-rate", "500",
+        "--http-seconds", "2", "--http-rate", "100", "--floor-transactions", "300",
+        "--dir", str(tmp_path / "b"), "--json", timeout=1200,
+    )  # fmt: skip
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert KEYS <= set(res)
+    assert res["reconciled"] is True and res["node_exit_code"] == 0
+    t, lt, h = (res["phases"][k] for k in ("throughput", "latency", "http"))
+    assert t["decided"] == t["sent"]["valid"] and t["dead_letters"] == t["sent"]["invalid"]
+    assert lt["decided_twice"] == 0 and t["decided_twice"] == 0
+    assert h["status"] == {"200": 200} and h["decisions_on_topic"] == 200
+    stats = res["node_stats"]
+    assert stats["duplicates"] == t["sent"]["dup"] + lt["sent"]["dup"]
+    assert res["ceiling_tx_per_s"] > 0 and res["floor_tx_per_s"] > 0 and res["tx_per_s"] > 0
+    assert res["state"]["designed_bytes_per_card"] > 0
