@@ -36,7 +36,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -57,21 +56,24 @@ from fraudnet.core.consensus import (
     SignedAttestation,
     Verdict,
     VerdictChanged,
-    VerdictPolicy,
     decode_update,
     encode_update,
     open_attestation,
     open_proof,
 )
 from fraudnet.core.consensus.attestation import MAX_ATTESTATION_BYTES, MAX_SEQ
+from fraudnet.core.consensus.codec import pack
 from fraudnet.core.signals import Outcome
 from fraudnet.errors import ConfigError, ConsensusError, FraudnetError
 
+from .consensus_settings import ConsensusSettings, load_chain_file, topics
 from .p2p.files import atomic_write
 from .p2p.service import P2PService
-from .storage.verdicts import append_certificate
+from .storage.verdicts import append_certificate, read_certificates
 
 __all__ = ["VERDICT_REASONS", "ConsensusBridge", "ConsensusSettings", "load_chain_file", "topics"]
+
+# re-exported: settings, chain loading and topic names live in .consensus_settings
 
 log = logging.getLogger("fraudnet.consensus")
 
@@ -86,106 +88,6 @@ SEQ_BLOCK: Final = 1 << 16
 _RESTARTS_FILE: Final = "attester-restarts"
 MAX_PROOF_BYTES: Final = 16 * 1024
 MAX_ROSTER_UPDATE_BYTES: Final = 512 * 1024
-
-
-def topics(network_id: str) -> dict[str, str]:
-    """The tracker's topic constants -> this network's GossipSub topic names."""
-    return {
-        TOPIC_ATTESTATIONS: f"fraudnet/{network_id}/attestations/1",
-        TOPIC_PROOFS: f"fraudnet/{network_id}/equivocation/1",
-        TOPIC_ROSTER: f"fraudnet/{network_id}/roster/1",
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class ConsensusSettings:
-    """``[consensus]`` of ``node.toml``, validated once.
-
-    Example::
-
-        [consensus]
-        roster_chain = "roster.chain"   # relative to the node directory
-        genesis = "<64 hex: the trusted genesis hash>"
-        window_s = 600                  # verdict window (same on every member)
-        grace_s = 60
-        attest_threshold = 0.8          # local score that makes this member attest risk
-        opinion_ttl_s = 1800
-        max_attest_per_s = 50.0
-    """
-
-    roster_chain: Path
-    anchor: bytes
-    policy: VerdictPolicy
-    state_dir: Path
-    attest_threshold: float = 0.8
-    opinion_ttl_us: int = 1_800_000_000
-    max_attest_per_s: float = 50.0
-
-    @property
-    def verdict_store(self) -> Path:
-        return self.state_dir.parent / "verdicts.store"
-
-    @classmethod
-    def from_mapping(
-        cls, m: Any, where: str, *, node_dir: Path, default_threshold: float = 0.8
-    ) -> ConsensusSettings:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"{where}: consensus.{key}: {why}")
-
-        if not isinstance(m, Mapping):
-            raise ConfigError(f"{where}: [consensus] must be a table")
-        known = {"roster_chain", "genesis", "window_s", "grace_s", "attest_threshold",
-                 "opinion_ttl_s", "max_attest_per_s"}  # fmt: skip
-        unknown = sorted(set(m) - known)
-        if unknown:
-            raise bad(unknown[0], "unknown setting")
-        for req in ("roster_chain", "genesis"):
-            if not isinstance(m.get(req), str) or not m[req]:
-                raise bad(req, "is required (a non-empty string)")
-        try:
-            anchor = bytes.fromhex(m["genesis"])
-        except ValueError:
-            anchor = b""
-        if len(anchor) != 32:
-            raise bad("genesis", "must be the 64-hex-character genesis hash")
-
-        def number(key: str, default: float, lo: float, hi: float) -> float:
-            v = m.get(key, default)
-            if type(v) not in (int, float) or not lo <= v <= hi:
-                raise bad(key, f"must be a number in [{lo}, {hi}]")
-            return float(v)
-
-        window = number("window_s", 600, 1, 86_400)
-        grace = number("grace_s", 60, 0, 86_400)
-        try:
-            policy = VerdictPolicy(int(window * 1e6), int(grace * 1e6))
-        except ConsensusError as e:
-            raise bad("window_s", e.detail) from None
-        return cls(
-            roster_chain=node_dir / m["roster_chain"],
-            anchor=anchor,
-            policy=policy,
-            state_dir=node_dir / "state" / "consensus",
-            attest_threshold=number("attest_threshold", default_threshold, 0.0, 1.0),
-            opinion_ttl_us=int(number("opinion_ttl_s", 1800, 1, 30 * 86_400) * 1e6),
-            max_attest_per_s=number("max_attest_per_s", 50.0, 0.01, 10_000),
-        )
-
-
-def load_chain_file(settings: ConsensusSettings) -> RosterChain:
-    """The configured chain, or the longer chain this node adopted since (same anchor)."""
-    chains = []
-    for path in (settings.roster_chain, settings.state_dir.parent / "roster.chain"):
-        if path == settings.roster_chain or path.exists():
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"{path}: cannot read roster chain ({e.strerror})") from None
-            try:
-                chains.append(RosterChain.decode(data, settings.anchor))
-            except ConsensusError as e:
-                raise ConfigError(f"{path}: roster chain does not verify: {e}") from None
-    return max(chains, key=lambda c: c.tip.version)
 
 
 class _RestartSafeAttester(Attester):
@@ -260,6 +162,7 @@ class ConsensusBridge:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict-store")
         self.p2p: P2PService | None = None
         self._chain_mtime = self._mtime()
+        self._restoring = False
         self.on_verdict: list[Callable[[Verdict], None]] = []
 
     # -- wiring ----------------------------------------------------------------------
@@ -276,6 +179,43 @@ class ConsensusBridge:
             t[TOPIC_ROSTER], self._validate_roster, self._on_roster,
             max_bytes=MAX_ROSTER_UPDATE_BYTES, rate_per_s=1.0, burst=10.0,
         )  # fmt: skip
+
+    def restore(self, now_us: int | None = None) -> int:
+        """Reload the statements of still-active certificates from the verdict store.
+
+        After a restart the tracker is empty; without this, verdicts would vanish
+        until members renew them in the next window. Every statement is verified
+        again against the roster; nothing is re-appended to the store or the audit
+        log. Returns the number of statements accepted. A damaged store is logged
+        and restoring stops at the damage.
+        """
+        now = self._clock() if now_us is None else now_us
+        path = self.settings.verdict_store
+        if not path.exists():
+            return 0
+        try:
+            certs = read_certificates(path)
+        except FraudnetError as e:
+            log.error("verdict store not restored: %s", e)
+            self.counters["restore_failed"] += 1
+            return 0
+        n = 0
+        self._restoring = True
+        try:
+            for c in certs:
+                if self.policy.expires_at(c.window) <= now:
+                    continue
+                for member, raw, sig in c.statements:
+                    try:
+                        outs = self.tracker.receive_attestation(pack([member, raw, sig]), now)
+                    except ConsensusError:
+                        continue
+                    n += 1
+                    self._apply(outs, now)
+        finally:
+            self._restoring = False
+        self.counters["restored_statements"] += n
+        return n
 
     def peer_allowed(self, peer_id: str) -> bool:
         """Connection gate: only nodes of the current roster's members (thread-safe read)."""
@@ -470,6 +410,8 @@ class ConsensusBridge:
             self._verdicts.pop(key, None)
         else:
             self._verdicts[key] = v
+        if self._restoring:  # already in the store and the audit log
+            return
         self.counters[f"verdicts_{v.level}"] += 1
         cert = v.certificate()
         cert_hash = hashlib.sha256(cert.encode()).hexdigest() if cert is not None else ""

@@ -110,6 +110,9 @@ class NetworkBridge(Service):
         )  # fmt: skip
         if c is not None:
             c.attach(self.p2p)
+            restored = c.restore()
+            if restored:
+                log.info("restored %d statements from the verdict store", restored)
         if self.witness is not None:
             self.witness.attach(self.p2p)
         self.evidence = NetworkEvidence(self.p2p.member_id)

@@ -231,3 +231,32 @@ def os_mtime_bump(path: Path) -> None:
 
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_restart_restores_active_verdicts_from_the_store(tmp_path: Path) -> None:
+    now = [T0]
+    records: list[AuditRecord] = []
+
+    async def main() -> None:
+        bridges, _ = make_bridges(tmp_path, lambda: now[0], records)
+        for i in range(3):
+            bridges[i].note_local_score("card", ENTITY, 0, 0.95, now[0])
+        await asyncio.sleep(0)
+        for b in bridges:
+            b.close()
+        n_records = len(records)
+        again, _ = make_bridges(tmp_path, lambda: now[0], records)
+        assert again[3].verdict_for("card", ENTITY, now[0]) is None  # empty tracker
+        assert again[3].restore() >= 3
+        v = again[3].verdict_for("card", ENTITY, now[0])
+        assert v is not None and v.level == "block"
+        assert len(records) == n_records  # nothing re-recorded
+        # once the window has expired, nothing is restored
+        later, _ = make_bridges(tmp_path, lambda: T0 + 10**12, records)
+        assert later[0].restore() == 0
+        for b in again + later:
+            b.close()
+
+    asyncio.run(main())
+    certs = read_certificates(tmp_path / NAMES[3] / "state" / "verdicts.store")
+    assert [c.level for c in certs] == ["advisory", "step-up", "block"]
