@@ -83,6 +83,8 @@ def run_processes(
 
     if data.fields.card != "card":
         raise UnavailableError("process mode: only generator data is supported so far; use --sim")
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"fraudnet-scenario-{mode}-", dir=work_dir))
     dirs = _prepare(root, sc, mode)
     names = tuple(d.name for d in dirs)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from fraudnet.errors import ConfigError
+from fraudnet.errors import ConfigError, UnavailableError
 
 from .report import check_expectations, mode_report, write_plots, write_report
 from .scenario import MODES, Scenario
@@ -51,9 +51,16 @@ class ProcessBackend:
         self.work_dir = work_dir
 
     def run(self, sc: Scenario, mode: str, data: Dataset, seed: int) -> RunResult:
+        import requests
+
         from .processes import run_processes
 
-        return run_processes(sc, mode, data, seed, self.work_dir)
+        try:
+            return run_processes(sc, mode, data, seed, self.work_dir)
+        except (AssertionError, OSError, requests.RequestException) as e:
+            # fraudnet.testing's bounded waits raise AssertionError on a timeout
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UnavailableError(f"process mode ({mode}): {msg}") from None
 
 
 def run_scenario(
