@@ -54,6 +54,8 @@ class PhaseStats:
     lat_ms: array[float] = field(default_factory=lambda: array("d"))
     #: the node's own part: ingest arrival -> decision (Decision.latency_us)
     node_ms: array[float] = field(default_factory=lambda: array("d"))
+    #: decision -> the reader (audit fsync, decisions send, broker, fetch)
+    out_ms: array[float] = field(default_factory=lambda: array("d"))
     seen: bytearray = field(default_factory=bytearray)
     first_us: int = 0
     last_us: int = 0
@@ -124,6 +126,7 @@ class Reader(threading.Thread):
                         ps.decided += 1
                         ps.lat_ms.append((now_us - sent_us) / 1000)
                         ps.node_ms.append(int(d["latency_us"]) / 1000)
+                        ps.out_ms.append((now_us - int(d["decided_at_us"])) / 1000)
                         ps.first_us = ps.first_us or now_us
                         ps.last_us = now_us
         self.c.close()
@@ -185,6 +188,7 @@ def stream_phase(ep: dict[str, Any], reader: Reader, name: str, *, rate: float, 
                "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "p999_ms": pct(lat, 99.9),
                "max_ms": round(max(lat), 3) if lat else None,
                "node_p50_ms": pct(ps.node_ms, 50), "node_p99_ms": pct(ps.node_ms, 99),
+               "out_p50_ms": pct(ps.out_ms, 50), "out_p99_ms": pct(ps.out_ms, 99),
                "reconciled": ps.decided == out["valid"] and ps.dead == out["invalid"]
                and ps.decided_twice == 0}  # fmt: skip
     return res
@@ -326,7 +330,9 @@ def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: 
                              headers={"Authorization": f"Bearer {ep['token']}"}).json()  # fmt: skip
         rss = _peak_rss_mb(ep["pid"])
         reader.stop_ev.set()
-        reader.join(5)
+        reader.join(60)  # closes its consumer while the broker still runs
+        if reader.is_alive():
+            raise RuntimeError("bench reader did not stop within 60 s")
         proc = ep["proc"]
     exit_code = proc.returncode
     load1 = os.getloadavg()
