@@ -356,6 +356,9 @@ def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: 
         reconciled=bool(t["reconciled"] and lt["reconciled"] and node_ok
                         and http["decisions_on_topic"] == ok and exit_code == 0),
         node_exit_code=exit_code, latency_offered_tx_per_s=latency_rate, http_rate=http_rate,
+        # shares of the node's CPU time (whole process, start-up included)
+        decide_share=round(stats["decide_seconds"] / max(1e-9, stats["cpu_seconds"]), 3),
+        admit_share=round(stats.get("admit_seconds", 0.0) / max(1e-9, stats["cpu_seconds"]), 3),
         loadavg_start=[round(x, 2) for x in load0], loadavg_end=[round(x, 2) for x in load1],
         phases={"throughput": t, "latency": lt, "http": http},
         ceiling=ceiling, floor=floor, node_stats=stats, state=state, model=str(model),

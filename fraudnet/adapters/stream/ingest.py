@@ -29,6 +29,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 import msgpack
@@ -219,6 +220,7 @@ class IngestService(Service):
             dead: list[DeadLetter] = []
             offsets: dict[int, int] = {}
             now = self.runtime.clock()
+            t0 = time.perf_counter()
             for m in msgs:
                 part, off, value = m.partition(), m.offset(), m.value()
                 where = f"partition {part} offset {off}"
@@ -246,6 +248,7 @@ class IngestService(Service):
                         records.append(adm)
                         arrivals.append(now)
                 offsets[part] = off + 1
+            self.runtime.admit_seconds += time.perf_counter() - t0
             self.consumed += len(msgs)
             self.runtime.metrics.received.labels(path="kafka").inc(len(records) + len(dead))
             await self.runtime.publish_dead_letters(dead)
