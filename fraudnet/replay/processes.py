@@ -115,8 +115,8 @@ def run_processes(
                 return
             rec.admitted.setdefault(r.tx_id, []).append(names[i])
             reasons = d.get("reasons", [])
-            level = ("block" if "NETWORK_VERDICT_BLOCK" in reasons else
-                     "step-up" if "NETWORK_VERDICT_STEP_UP" in reasons else "none")  # fmt: skip
+            level = ("block" if "network_verdict_block" in reasons else
+                     "step-up" if "network_verdict_step_up" in reasons else "none")  # fmt: skip
             rec.decisions.append((
                 names[i], r.tx_id, r.card, r.label, float(d["score"]), float(d["score"]),
                 d["outcome"], r.t_us, r.t_us + int(d.get("latency_us", 0)), level, 0,

@@ -3,14 +3,14 @@
 Until the model has network features, the node applies the verdict on a
 transaction's card to the local decision after scoring (issue 6, item 5):
 
-====================  ===============================================  ==================
+====================  ===============================================  ===========================
 verdict level         outcome                                          reason code added
-====================  ===============================================  ==================
-``block``             ``block``                                        ``NETWORK_VERDICT_BLOCK``
-``step-up``           at least ``review`` (a local block stays)        ``NETWORK_VERDICT_STEP_UP``
+====================  ===============================================  ===========================
+``block``             ``block``                                        ``network_verdict_block``
+``step-up``           at least ``review`` (a local block stays)        ``network_verdict_step_up``
 ``advisory``          unchanged                                        (none)
 ``clear``/``none``    unchanged (a verdict never relaxes local risk)   (none)
-====================  ===============================================  ==================
+====================  ===============================================  ===========================
 
 Rules:
 
@@ -23,9 +23,10 @@ Rules:
    ``local_score`` of :class:`Effect` for the audit trail.
 3. Only a verdict that is still live at the decision (``expires_at_us >
    now_us``) counts; the caller passes the level and its expiry.
-4. The reason code names the verdict's window, e.g.
-   ``NETWORK_VERDICT_BLOCK`` plus ``verdict_window=<n>`` in ``Effect.window``,
-   so an auditor can fetch the certificate that justified the decision.
+4. Reason codes are the ones the node's consensus bridge cites
+   (``fraudnet.adapters.consensus_bridge.VERDICT_REASONS``); ``Effect.window``
+   names the verdict's window, so an auditor can fetch the certificate that
+   justified the decision.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from ..records import Decision, Outcome
 
 __all__ = ["REASON_BLOCK", "REASON_STEP_UP", "SCORE_FLOOR", "Effect", "apply_verdict", "effect_of"]
 
-REASON_BLOCK: Final = "NETWORK_VERDICT_BLOCK"
-REASON_STEP_UP: Final = "NETWORK_VERDICT_STEP_UP"
+REASON_BLOCK: Final = "network_verdict_block"
+REASON_STEP_UP: Final = "network_verdict_step_up"
 #: minimum ranking score a live verdict gives a transaction
 SCORE_FLOOR: Final[dict[str, float]] = {"block": 0.95, "step-up": 0.7}
 _RANK: Final[dict[str, int]] = {"allow": 0, "review": 1, "block": 2}
@@ -71,7 +72,7 @@ def effect_of(
 
     >>> e = effect_of("allow", 0.1, ("LOW_RISK",), "step-up", window=7)
     >>> (e.outcome, e.score, e.reasons, e.changed)
-    ('review', 0.7, ('LOW_RISK', 'NETWORK_VERDICT_STEP_UP'), True)
+    ('review', 0.7, ('LOW_RISK', 'network_verdict_step_up'), True)
     >>> effect_of("block", 0.95, ("AMOUNT_ABOVE_LIMIT",), "clear").outcome
     'block'
     """

@@ -34,7 +34,7 @@ def test_expired_verdict_has_no_effect_and_decision_is_rewritten() -> None:
     d = Decision("t1", b"r" * 16, "allow", 0.1, ("LOW_RISK",), "m", 0, 5, 1)
     d2, eff = apply_verdict(d, "step-up", window=3, expires_at_us=100, now_us=5)
     assert (d2.outcome, d2.score, eff.window) == ("review", 0.7, 3)
-    assert d2.reasons == ("LOW_RISK", "NETWORK_VERDICT_STEP_UP") and d2.tx_id == "t1"
+    assert d2.reasons == ("LOW_RISK", "network_verdict_step_up") and d2.tx_id == "t1"
 
 
 class Echo:
