@@ -360,11 +360,14 @@ def check_against_log(
         valid.append(r)
         witnesses.add(crypto.key_id(r.witness_key))
     splits = find_split_views(log_key, network, (r.signed for r in valid))
+    seen_pairs = {frozenset((sv.a, sv.b)) for sv in splits}
     for sv in extra_split_views:
         try:
             if sv.log_key == log_key and sv.network == network:
                 sv.verify()
-                splits.append(sv)
+                if frozenset((sv.a, sv.b)) not in seen_pairs:
+                    seen_pairs.add(frozenset((sv.a, sv.b)))
+                    splits.append(sv)
         except IntegrityError:
             continue
     for sv in splits:
