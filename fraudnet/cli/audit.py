@@ -41,6 +41,7 @@ from fraudnet.core.audit.schema import KINDS, decode_body
 from fraudnet.errors import AuditError, InputError, IntegrityError
 
 from .audit_report import render_html, summarise
+from .audit_witness import export, witness_check
 
 INCLUSION = "fraudnet-audit-inclusion/v1"
 CONSISTENCY = "fraudnet-audit-consistency/v1"
@@ -142,7 +143,7 @@ def verify(
     cp = r.last_checkpoint
     wrep = None
     if witness_paths:
-        wrep = _witness_check(d, pinned, (*witness_paths, *more_witnesses), r.records)
+        wrep = witness_check(d, pinned, (*witness_paths, *more_witnesses), r.records)
     if as_json:
         doc = {
             "ok": r.ok, "records": r.records, "segments": r.segments,
@@ -191,48 +192,6 @@ def verify(
         covered = cp.tree_size if cp else 0
         if covered < r.records:
             click.echo(f"note: records {covered}..{r.records - 1} are not yet checkpointed")
-
-
-def _witness_check(d: Path, pinned: bytes | None, paths: tuple[Path, ...], size: int) -> Any:
-    from fraudnet.adapters.witness import read_witness_dir
-    from fraudnet.core.audit.witness import check_against_log
-
-    m = read_manifest(d)
-    log_key = pinned or m.public_key
-    records, splits = [], []
-    for p in paths:
-        try:
-            c, s = read_witness_dir(p)
-        except IntegrityError as e:
-            raise InputError(str(e)) from None
-        records += c
-        splits += s
-    sizes = {int.from_bytes(c.signed[37:45], "big") for c in records if c.log_key == log_key}
-    roots = _roots_at(d, {n for n in sizes if n <= size})
-    return check_against_log(log_key, m.network_id, records, roots.get, size,
-                             extra_split_views=splits)  # fmt: skip
-
-
-def _roots_at(d: Path, sizes: set[int]) -> dict[int, bytes]:
-    """The log's RFC 6962 root at each wanted size (one streaming pass)."""
-    from fraudnet.adapters.storage.audit_files import list_segments, read_header
-
-    segs = list_segments(d)
-    if not segs or not sizes:
-        return {}
-    head = read_header(segs[0].log)
-    front = head.frontier.copy()
-    out: dict[int, bytes] = {}
-    if front.size in sizes:
-        out[front.size] = front.root()
-    top = max(sizes)
-    for seq, payload in iter_payloads(d, front.size):
-        if seq != front.size or front.size >= top:
-            break
-        front.append(leaf_hash(payload))
-        if front.size in sizes:
-            out[front.size] = front.root()
-    return out
 
 
 @cli.command()
@@ -451,3 +410,6 @@ def report(log: Path, out: Path) -> None:
     except OSError as e:
         raise InputError(f"{out}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {out} ({s.records} records)", err=sys.stderr.isatty())
+
+
+cli.add_command(export)

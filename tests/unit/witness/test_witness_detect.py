@@ -153,6 +153,14 @@ def test_split_view_is_detected_and_provable(
     assert code != 0 and "split-view at tree size 3" in err
     doc = json.loads(out)["witnesses"]
     assert {sv["tree_size"] for sv in doc["split_views"]} == {3, 7}
+    # the same from one export file handed to an auditor
+    export = tmp_path / "witnesses.jsonl"
+    code, out, _ = run(capsys, "audit", "witness-export", str(tmp_path / "w1"),
+                       str(tmp_path / "w2"), "--log-key", pub, "--out", str(export))  # fmt: skip
+    assert code == 0 and "wrote 4 witness records" in out
+    code, _, err2 = run(capsys, "audit", "verify", str(tmp_path / "fork-a"), "--key", pub,
+                        "--witnesses", str(export))  # fmt: skip
+    assert code != 0 and "split-view at tree size 3" in err2
     proof = SplitView.from_json(doc["split_views"][0], "test")
     assert proof.verify() == 3  # checkable with the log key alone, no log needed
     # a gossiping witness that hears both forks detects it at once and stops cosigning
