@@ -62,7 +62,9 @@ from fraudnet.core.consensus import (
     open_proof,
 )
 from fraudnet.core.consensus.attestation import MAX_ATTESTATION_BYTES, MAX_SEQ
+from fraudnet.core.consensus.chain import MAX_UPDATE_BYTES
 from fraudnet.core.consensus.codec import pack
+from fraudnet.core.consensus.equivocation import MAX_PROOF_BYTES as _MAX_PROOF
 from fraudnet.core.signals import Outcome
 from fraudnet.errors import ConfigError, ConsensusError, FraudnetError
 
@@ -86,8 +88,9 @@ VERDICT_REASONS: Final[Mapping[str, str]] = {
 }
 SEQ_BLOCK: Final = 1 << 16
 _RESTARTS_FILE: Final = "attester-restarts"
-MAX_PROOF_BYTES: Final = 16 * 1024
-MAX_ROSTER_UPDATE_BYTES: Final = 512 * 1024
+#: bounds of the core's decoders, plus the envelope around them
+MAX_PROOF_BYTES: Final = _MAX_PROOF + 256
+MAX_ROSTER_UPDATE_BYTES: Final = MAX_UPDATE_BYTES
 
 
 class _RestartSafeAttester(Attester):
