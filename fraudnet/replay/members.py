@@ -331,10 +331,11 @@ class ByzantineMember:
 
     def start(self, now_us: int) -> list[Action]:
         acts = self.core.start(now_us) + self.byz.start(now_us)
+        s0 = max(now_us, self.byz.start_us)
         for b in ("false", "forge", "flood"):
             if b in self.behaviours:
                 acts += [
-                    Timer(self.rng.randrange(now_us, now_us + self.horizon_us), ("sig", b))
+                    Timer(self.rng.randrange(s0, max(s0 + 1, self.horizon_us)), ("sig", b))
                     for _ in range(5)
                 ]
         return acts

@@ -237,9 +237,11 @@ class ByzantineNode:
     def __init__(
         self, mid: str, key: Ed25519PrivateKey, chain: RosterChain, cfg: SimConfig,
         behaviours: frozenset[str], rng: random.Random, genuine: set[bytes],
-        targets: list[bytes], honest: list[str],
+        targets: list[bytes], honest: list[str], start_us: int = 0,
     ) -> None:  # fmt: skip
         self.mid, self.key, self.cfg, self.rng = mid, key, cfg, rng
+        #: the member turns faulty at ``start_us`` (scenario ``at_s``); honest-silent before
+        self.start_us = start_us
         self.roster = chain.tip
         self.behaviours = behaviours
         self.genuine, self.targets, self.honest = genuine, targets, honest
@@ -274,15 +276,21 @@ class ByzantineNode:
     def start(self, now_us: int) -> list[Action]:
         h = self.cfg.horizon_us
         acts: list[Action] = []
+        s0 = self.start_us
         if "frame" in self.behaviours:
-            acts += [Timer(self.rng.randrange(0, h // 2), ("frame", e)) for e in self.targets]
+            acts += [
+                Timer(self.rng.randrange(s0, max(s0 + 1, h // 2)), ("frame", e))
+                for e in self.targets
+            ]
         for b in ("flood", "forge", "garbage", "replay"):
             if b in self.behaviours:
-                acts += [Timer(self.rng.randrange(0, h), (b, i)) for i in range(3)]
+                acts += [Timer(self.rng.randrange(s0, max(s0 + 1, h)), (b, i)) for i in range(3)]
         return acts
 
     def on_message(self, src: str, topic: str, data: bytes, now_us: int) -> list[Action]:
         acts: list[Action] = []
+        if now_us < self.start_us:
+            return acts
         if "replay" in self.behaviours and data not in self._replayed:
             self._replayed.add(data)  # once each: two replaying members must not ping-pong forever
             acts.append(Broadcast(topic, data))

@@ -172,6 +172,7 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
             bnode = ByzantineNode(
                 m, key, members.fresh_chain(), cfg, mapped, random.Random(rng.random()),
                 set(genuine), rng.sample(genuine, k=min(10, len(genuine))), list(honest),
+                int(byz[m].at_s * S),
             )  # fmt: skip
             nodes[m] = ByzantineMember(
                 core, bnode, key, NETWORK_ID, beh, genuine, list(honest),
