@@ -119,11 +119,13 @@ class Node:
     audit: AsyncAuditLog
     actor: str
     network: Any = None  # NetworkBridge when [p2p] is configured
+    policy: Any = None  # PolicyService when DIR/policy/active.toml exists
     started_at: float = field(default_factory=time.time)
 
     @property
     def services(self) -> list[Service]:
-        return [self.ingest, self.http] + ([self.network] if self.network is not None else [])
+        extra = [s for s in (self.network, self.policy) if s is not None]
+        return [self.ingest, self.http, *extra]
 
     def endpoints(self) -> dict[str, Any]:
         t = self.app.fraudnet_topics
@@ -218,7 +220,24 @@ def build_node(settings: Settings) -> Node:
     if "p2p" in settings.extra:
         node.network = _build_network(settings, node_key, runtime, audit, actor)
         core.network_refs = node.network.network_refs
+        if node.network.consensus is not None:
+            core.verdicts = _verdict_lookup(node.network)
+    from .policy_service import attach_policy
+
+    node.policy = attach_policy(settings.node_dir, core, runtime, audit, actor)
     return node
+
+
+def _verdict_lookup(bridge: Any) -> Any:
+    """The decision path's view of network verdicts: the card's, under the current epoch."""
+
+    def lookup(rec: Any, now: int) -> tuple[str, int | None, int | None] | None:
+        if not rec.net_refs:
+            return None
+        v = bridge.verdict_for("card", rec.net_refs[0][1], now)
+        return None if v is None else (v.level, v.window, v.expires_at_us)
+
+    return lookup
 
 
 def _build_network(

@@ -25,12 +25,15 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fraudnet.errors import TransactionError
 
 from .records import Decision, Pseudonymiser, TxRecord, columns, to_record
 from .scoring.base import Scorer, Thresholds
+
+if TYPE_CHECKING:
+    from .policy.holder import PolicyEngine
 from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, Transaction, parse_record
 
 __all__ = ["Counters", "DeadLetter", "NetworkRefs", "NodeCore", "scrub"]
@@ -38,6 +41,10 @@ __all__ = ["Counters", "DeadLetter", "NetworkRefs", "NodeCore", "scrub"]
 #: (transaction, now_us) -> ((key epoch, card pseudonym, terminal pseudonym), ...) for
 #: every network key epoch currently accepted (see fraudnet.core.signals.keyring)
 NetworkRefs = Callable[[Transaction, int], tuple[tuple[int, bytes, bytes], ...]]
+#: (record, now_us) -> (verdict level, window, expires_at_us) or None
+VerdictLookup = Callable[[TxRecord, int], "tuple[str, int | None, int | None] | None"]
+#: verdict level -> the policy language's ``verdict`` value (0 none, 1 suspicious, 2 fraud)
+_VERDICT_LEVEL = {"advisory": 0, "step-up": 1, "block": 2}
 
 _PAN_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
 MAX_DEADLETTER_PAYLOAD = 2048
@@ -107,8 +114,17 @@ class NodeCore:
         fields: FieldMap = DEFAULT_FIELDS,
         normaliser: Normaliser | None = None,
         network_refs: NetworkRefs | None = None,
+        policy: PolicyEngine | None = None,
+        verdicts: VerdictLookup | None = None,
     ) -> None:
         self.scorer = scorer
+        #: the risk policy (rules, lists, segment thresholds); None = plain thresholds
+        self.policy = policy
+        #: live network verdict on a record's card: (level, window, expires_at_us) or None
+        self.verdicts = verdicts
+        #: called with (records, reasons, policy result, policy input) of each batch the
+        #: policy decided (the node builds its review-queue items from it)
+        self.on_policy_batch: Callable[..., None] | None = None
         #: computes network pseudonyms at ingest, while the raw identifiers exist
         self.network_refs = network_refs
         self.thresholds = thresholds or Thresholds()
@@ -163,25 +179,73 @@ class NodeCore:
     def decide_many(
         self, records: Sequence[TxRecord], arrivals_us: Sequence[int], now_us: int
     ) -> list[Decision]:
-        """Score a de-duplicated batch (one kernel call) and decide each transaction."""
+        """Score a de-duplicated batch (one kernel call) and decide each transaction.
+
+        Order of a decision: the model's score; then the risk policy when one is
+        installed (allow lists, block, step-up, review, segment thresholds; see
+        docs/policy.md), else the plain thresholds; then a live network verdict
+        on the card (block -> block, step-up -> at least review; never lowers an
+        outcome), except for a transaction the policy explicitly allowed (an
+        allow list or allow rule). Reason codes say which of these decided.
+        """
         if not records:
             return []
         batch = columns(records)
         result = self.scorer.score_many(batch)
         model_id = self.scorer.model_id
+        n = len(records)
+        scores = [float(x) for x in result.scores]
+        verdicts = (
+            [self.verdicts(r, now_us) for r in records] if self.verdicts is not None else None
+        )
+        explicit_allow = [False] * n
+        if self.policy is not None:
+            import numpy as np
+
+            from .policy.evaluate import ALLOW, outcome_of
+            from .policy.inputs import PolicyInput
+
+            levels = None
+            if verdicts is not None:
+                levels = np.array(
+                    [_VERDICT_LEVEL.get(v[0], 0) if v else 0 for v in verdicts], dtype=np.float64
+                )
+            inp = PolicyInput.from_records(records, result.scores, verdicts=levels)
+            ev = self.policy.evaluate_many([r.tx_id for r in records], inp, now_us / 1e6)
+            live = ev.live
+            reasons = live.reasons_many(result.reasons)
+            outcomes = [outcome_of(int(c)) for c in live.codes]
+            explicit_allow = [
+                int(live.codes[i]) == ALLOW and int(live.decisive[i]) >= 0 for i in range(n)
+            ]
+            if self.on_policy_batch is not None:
+                self.on_policy_batch(records, reasons, ev, inp)
+        else:
+            th = self.thresholds
+            reasons = list(result.reasons)
+            outcomes = [th.outcome(x) for x in scores]
+        if verdicts is not None:
+            from .consensus.effect import effect_of
+
+            for i, v in enumerate(verdicts):
+                if v is None or explicit_allow[i]:
+                    continue
+                level, window, expires = v
+                eff = effect_of(
+                    outcomes[i], scores[i], reasons[i], level,
+                    window=window, expires_at_us=expires, now_us=now_us,
+                )  # fmt: skip
+                outcomes[i], scores[i], reasons[i] = eff.outcome, eff.score, eff.reasons
         out: list[Decision] = []
-        th = self.thresholds
         for i, r in enumerate(records):
-            score = float(result.scores[i])
-            outcome = th.outcome(score)
-            self.counters.outcomes[outcome] += 1
+            self.counters.outcomes[outcomes[i]] += 1
             out.append(
                 Decision(
                     tx_id=r.tx_id,
                     card_ref=r.card_ref,
-                    outcome=outcome,
-                    score=score,
-                    reasons=result.reasons[i],
+                    outcome=outcomes[i],
+                    score=scores[i],
+                    reasons=reasons[i],
                     model_id=model_id,
                     ts_us=r.ts_us,
                     decided_at_us=now_us,

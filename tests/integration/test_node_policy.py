@@ -1,0 +1,76 @@
+"""A node process with a risk policy: rule reason codes, review queue, hot reload, audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from fraudnet.testing import run_cli, running_node, wait_for
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+[policy]
+name = "itest"
+version = {version}
+description = "integration test policy"
+
+[thresholds]
+review_at = 0.5
+block_at = 0.9
+
+[[rules]]
+id = "mid_amount"
+version = {version}
+description = "Amount above {limit}: review"
+action = "review"
+when = "amount > {limit}"
+"""
+
+
+def _decide(ep: dict[str, object], tx_id: str, amount: str) -> dict[str, object]:
+    r = requests.post(
+        f"{ep['api']}/v1/decide",
+        headers={"Authorization": f"Bearer {ep['token']}"},
+        json={"tx_id": tx_id, "timestamp": 1714564800, "card": "card-1", "terminal_id": "T1",
+              "amount": amount},
+        timeout=10,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    out: dict[str, object] = r.json()
+    return out
+
+
+def test_policy_review_queue_and_hot_reload(tmp_path: Path) -> None:
+    d = tmp_path / "n"
+    run_cli("node", "init", str(d))
+    p1 = tmp_path / "p1.toml"
+    p1.write_text(POLICY.format(version=1, limit=100))
+    run_cli("policy", "deploy", str(p1), "--node", str(d))
+    with running_node(d) as ep:
+        first = _decide(ep, "t1", "150.00")
+        assert first["outcome"] == "review"
+        assert str(first["reasons"][0]).startswith("rule:mid_amount@v1")  # type: ignore[index]
+        assert _decide(ep, "t2", "50.00")["outcome"] == "allow"
+        # the review transaction is in the analysts' queue once durable
+        listed = run_cli("review", "list", "--node", str(d), "--json")
+        queue = json.loads(listed.stdout)
+        assert [i["tx_id"] for i in queue["items"]] == ["t1"]
+        assert queue["items"][0]["reasons"][0].startswith("rule:mid_amount@v1")
+        # hot reload: a new version of the policy replaces the live one, no restart
+        p2 = tmp_path / "p2.toml"
+        p2.write_text(POLICY.format(version=2, limit=40))
+        run_cli("policy", "deploy", str(p2), "--node", str(d))
+        n = iter(range(1000))
+
+        def reloaded() -> bool:
+            return _decide(ep, f"probe-{next(n)}", "50.00")["outcome"] == "review"
+
+        wait_for(reloaded, 30, "the new policy to be live", interval=0.2)
+    shown = run_cli("audit", "show", str(d), "--kind", "policy_change", "--format", "jsonl")
+    changes = [json.loads(x) for x in shown.stdout.splitlines() if x.strip()]
+    assert changes and changes[-1]["details"]["policy_id"]
+    assert run_cli("audit", "verify", str(d)).returncode == 0
