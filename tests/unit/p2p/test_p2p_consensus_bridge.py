@@ -260,3 +260,26 @@ def test_restart_restores_active_verdicts_from_the_store(tmp_path: Path) -> None
     asyncio.run(main())
     certs = read_certificates(tmp_path / NAMES[3] / "state" / "verdicts.store")
     assert [c.level for c in certs] == ["advisory", "step-up", "block"]
+
+
+def test_equivocation_proof_is_gossiped_and_excludes_the_member(tmp_path: Path) -> None:
+    records: list[AuditRecord] = []
+
+    async def main() -> None:
+        bridges, bus = make_bridges(tmp_path, lambda: T0, records)
+        w = bridges[0].policy.window_of(T0)
+        one = Attestation(NET, "bank-d", "card", ENTITY, 0, w, 7, "risk", 9, issued_at_us=T0)
+        two = Attestation(NET, "bank-d", "card", ENTITY, 0, w, 7, "clear", 0, issued_at_us=T0)
+        a, b = sign_attestation(one, KEYS[3]), sign_attestation(two, KEYS[3])
+        bus.port(3).publish_nowait(bridges[0].topics["fraudnet/attestations/1"], a.to_wire())
+        assert all(x.tracker.attestations() for x in bridges[:3])
+        # bank-d shows the conflicting statement to bank-a only; the proof reaches everyone
+        bridges[0]._on_attestation("peer-3", b.to_wire())
+        for x in bridges[:3]:
+            assert x.tracker.equivocators() == frozenset({"bank-d"})
+            assert x.verdict_for("card", ENTITY, T0) is None  # its statements no longer count
+        assert bridges[1].counters["proof_accepted"] == 1
+        for x in bridges:
+            x.close()
+
+    asyncio.run(main())
