@@ -139,8 +139,8 @@ def run(
 
 @click.command("consensus")
 @click.option("--nodes", default=5, show_default=True, type=click.IntRange(4, 10))
-@click.option("--cards", default=60, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--gap-ms", default=300.0, show_default=True, help="pause before the deciding flag")
+@click.option("--cards", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--gap-ms", default=200.0, show_default=True, help="pause before the deciding flag")
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="keep node dirs here")
 @click.option("--direct/--mesh-only", default=None,
               help="p2p.direct (default: the node's auto = direct for <= 16 peers)")  # fmt: skip
