@@ -224,7 +224,7 @@ def build_node(settings: Settings) -> Node:
             core.verdicts = _verdict_lookup(node.network)
     from .policy_service import attach_policy
 
-    node.policy = attach_policy(settings.node_dir, core, runtime, audit, actor)
+    node.policy = attach_policy(settings.node_dir, core, runtime, audit, actor, send_labels)
     return node
 
 

@@ -18,7 +18,9 @@ review queue (``fraudnet review list DIR``) once their decision is durable.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ class PolicyService(Service):
         actor: str,
         holder: PolicyHolder,
         *,
+        send_labels: Callable[[list[bytes]], Awaitable[None]] | None = None,
         interval: float = 1.0,
         **kw: Any,
     ) -> None:
@@ -67,6 +70,7 @@ class PolicyService(Service):
         self.actor = actor
         self.holder = holder
         self.interval = interval
+        self.send_labels = send_labels
         self._stack = contextlib.ExitStack()
         self.queue = self._stack.enter_context(open_review_queue(node_dir))
         self._pending: dict[str, ReviewItem] = {}
@@ -109,6 +113,16 @@ class PolicyService(Service):
                     continue
                 if rec is not None:
                     await self.audit.append_durable([rec])
+            await self._deliver_labels()
+
+    async def _deliver_labels(self) -> None:
+        """Labels of resolved reviews (``fraudnet review resolve``) -> the labels topic."""
+        if self.send_labels is None:
+            return
+        out: list[dict[str, Any]] = []
+        self.queue.flush_labels(out.extend)
+        if out:
+            await self.send_labels([json.dumps(x).encode() for x in out])
 
     def _apply(self, name: str, data: bytes | None) -> AuditRecord | None:
         now = now_us()
@@ -125,7 +139,12 @@ class PolicyService(Service):
 
 
 def attach_policy(
-    node_dir: Path, core: NodeCore, runtime: NodeRuntime, audit: AsyncAuditLog, actor: str
+    node_dir: Path,
+    core: NodeCore,
+    runtime: NodeRuntime,
+    audit: AsyncAuditLog,
+    actor: str,
+    send_labels: Callable[[list[bytes]], Awaitable[None]] | None = None,
 ) -> PolicyService | None:
     """Install ``policy/active.toml`` (and ``shadow.toml``) when present."""
     active = _read(node_dir / "policy" / "active.toml")
@@ -139,4 +158,4 @@ def attach_policy(
         src = str(node_dir / "policy" / "shadow.toml")
         holder.set_shadow(load_bundle(shadow, src), now_us=now_us())
     core.policy = PolicyEngine(holder)
-    return PolicyService(node_dir, core, runtime, audit, actor, holder)
+    return PolicyService(node_dir, core, runtime, audit, actor, holder, send_labels=send_labels)

@@ -115,8 +115,11 @@ def resolve(node_dir: Path, tx_id: str, verdict: str, note: str, analyst: str | 
             labels_out: Path | None) -> None:  # fmt: skip
     """Resolve TX_ID as fraud or genuine; emits its label."""
     who = analyst or getpass.getuser()
-    out = labels_out or node_dir / "labels" / "review-labels.jsonl"
     with open_review_queue(node_dir, create=False) as q:
         q.resolve(tx_id, verdict, analyst=who, note=note, now_us=time.time_ns() // 1000)
-        sent = q.flush_labels(jsonl_label_sink(out))
-    click.echo(f"{tx_id}: resolved {verdict}; {sent} label(s) written to {out}")
+        if labels_out is not None:
+            sent = q.flush_labels(jsonl_label_sink(labels_out))
+            click.echo(f"{tx_id}: resolved {verdict}; {sent} label(s) written to {labels_out}")
+            return
+    # the node delivers the queued label to its labels topic (within a second when running)
+    click.echo(f"{tx_id}: resolved {verdict}; label queued for the node's labels topic")

@@ -60,6 +60,14 @@ def test_policy_review_queue_and_hot_reload(tmp_path: Path) -> None:
         queue = json.loads(listed.stdout)
         assert [i["tx_id"] for i in queue["items"]] == ["t1"]
         assert queue["items"][0]["reasons"][0].startswith("rule:mid_amount@v1")
+        # resolving it emits a label that reaches the node's scorer through the labels topic
+        run_cli("review", "resolve", "t1", "fraud", "--node", str(d), "--note", "confirmed")
+
+        def label_applied() -> bool:
+            m = requests.get(f"{ep['api']}/metrics", timeout=5).text
+            return 'fraudnet_labels_total{kind="fraud"} 1.0' in m
+
+        wait_for(label_applied, 30, "the review label to reach the scorer", interval=0.2)
         # hot reload: a new version of the policy replaces the live one, no restart
         p2 = tmp_path / "p2.toml"
         p2.write_text(POLICY.format(version=2, limit=40))

@@ -179,8 +179,10 @@ def test_review_cli_list_show_resolve(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0 and [i["tx_id"] for i in json.loads(out)["items"]] == ["tx1", "tx2"]
     code, out, _ = run(capsys, "review", "show", "--node", str(node), "tx1")
     assert code == 0 and "rule:r@v1: big" in out and "velocity.c" in out and "tx2" in out
+    out_file = node / "labels" / "review-labels.jsonl"
     code, out, _ = run(capsys, "review", "resolve", "--node", str(node), "tx1", "fraud",
-                       "--analyst", "ann", "--note", "called the customer")  # fmt: skip
+                       "--analyst", "ann", "--note", "called the customer",
+                       "--labels-out", str(out_file))  # fmt: skip
     assert code == 0 and "1 label(s)" in out
     labels = (node / "labels" / "review-labels.jsonl").read_text().splitlines()
     assert [json.loads(x)["kind"] for x in labels] == ["fraud"]
