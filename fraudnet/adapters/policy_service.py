@@ -76,6 +76,8 @@ class PolicyService(Service):
         self._seen = {name: _read(self.dir / name) for name in ("active.toml", "shadow.toml")}
         core.on_policy_batch = self._on_batch
         runtime.decided_hooks.append(self._on_decided)
+        runtime.metrics.registry.register(_ShadowCollector(core))
+        self._shadow_file = node_dir / "run" / "shadow.json"
         super().__init__(**kw)
 
     async def on_started(self) -> None:
@@ -113,6 +115,18 @@ class PolicyService(Service):
                 if rec is not None:
                     await self.audit.append_durable([rec])
             await self._deliver_labels()
+            self._write_shadow()
+
+    def _write_shadow(self) -> None:
+        """The live-vs-shadow comparison, for ``cat DIR/run/shadow.json`` and dashboards."""
+        engine = self.core.policy
+        stats = None if engine is None else engine.shadow_stats
+        if stats is None or self.holder.shadow is None:
+            return
+        self._shadow_file.parent.mkdir(exist_ok=True)
+        tmp = self._shadow_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats.as_dict(), default=str, indent=1))
+        tmp.replace(self._shadow_file)
 
     async def _deliver_labels(self) -> None:
         """Labels of resolved reviews (``fraudnet review resolve``) -> the labels topic."""
@@ -158,3 +172,31 @@ def attach_policy(
         holder.set_shadow(load_bundle(shadow, src), now_us=now_us())
     core.policy = PolicyEngine(holder)
     return PolicyService(node_dir, core, runtime, audit, actor, holder, send_labels=send_labels)
+
+
+class _ShadowCollector:
+    """``fraudnet_policy_shadow_transactions{live=..., candidate=...}``: would-be outcomes."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from fraudnet.core.policy.evaluate import ACTION_NAMES
+
+        engine = self.core.policy
+        stats = None if engine is None else engine.shadow_stats
+        fam = CounterMetricFamily(
+            "fraudnet_policy_shadow_transactions",
+            "Transactions by live action and shadow-candidate action",
+            labels=["live", "candidate"],
+        )
+        if stats is not None:
+            for i, live in enumerate(ACTION_NAMES):
+                for j, cand in enumerate(ACTION_NAMES):
+                    fam.add_metric([live, cand], float(stats.matrix[i, j]))
+        yield fam

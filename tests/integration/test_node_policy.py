@@ -78,6 +78,23 @@ def test_policy_review_queue_and_hot_reload(tmp_path: Path) -> None:
             return _decide(ep, f"probe-{next(n)}", "50.00")["outcome"] == "review"
 
         wait_for(reloaded, 30, "the new policy to be live", interval=0.2)
+        # shadow: a stricter candidate is compared on live traffic without changing decisions
+        p3 = tmp_path / "p3.toml"
+        p3.write_text(
+            POLICY.format(version=3, limit=5).replace('action = "review"', 'action = "block"')
+        )
+        run_cli("policy", "deploy", str(p3), "--node", str(d), "--shadow")
+
+        def shadowed() -> bool:
+            out = _decide(ep, f"probe-{next(n)}", "20.00")
+            assert out["outcome"] == "allow"  # live (limit 40) allows 20.00
+            m = requests.get(f"{ep['api']}/metrics", timeout=5).text
+            return 'fraudnet_policy_shadow_transactions_total{candidate="block",live="allow"}' in m
+
+        wait_for(shadowed, 30, "shadow comparison counted", interval=0.2)
+        shadow_file = d / "run" / "shadow.json"
+        wait_for(shadow_file.exists, 10, "the shadow comparison file")
+        assert json.loads(shadow_file.read_text())["total"] >= 1
     shown = run_cli("audit", "show", str(d), "--kind", "policy_change", "--format", "jsonl")
     changes = [json.loads(x) for x in shown.stdout.splitlines() if x.strip()]
     assert changes and changes[-1]["details"]["policy_id"]
