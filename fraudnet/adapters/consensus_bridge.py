@@ -371,6 +371,8 @@ class ConsensusBridge:
             return
         if tip.key_epoch != self.attester.key_epoch:
             self.attester.rekey(tip.key_epoch)
+        if self.p2p is not None and hasattr(self.p2p, "set_members"):
+            self.p2p.set_members({m.member_id: m.public_key for m in tip.members})
         try:
             atomic_write(self.settings.state_dir.parent / "roster.chain", self.chain.encode())
         except OSError as e:

@@ -362,6 +362,26 @@ class P2PService:
             self.counters["p2p_callback_errors"] += 1
             log.exception("p2p delivery callback failed")
 
+    def set_members(self, members: dict[str, bytes]) -> None:
+        """Replace the signal validator's member table (e.g. a roster change was adopted).
+
+        Thread-safe: the new table is handed to the trio thread (or set directly
+        when the service is not running); never raises.
+        """
+        table = dict(members)
+
+        def swap() -> None:
+            self.validator.members = table
+
+        token = self._token
+        if token is None:
+            swap()
+            return
+        try:
+            token.run_sync_soon(swap)
+        except trio.RunFinishedError:
+            swap()
+
     def highest_seq(self, signer: str) -> int:
         """Highest sequence number accepted from ``signer`` (-1 if none)."""
         return self.validator.highest_seq(signer)

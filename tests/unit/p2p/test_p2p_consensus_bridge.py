@@ -45,6 +45,7 @@ class Bus:
     def __init__(self) -> None:
         self.handlers: dict[str, list[tuple[int, Any, Any]]] = {}
         self.outcomes: list[Outcome] = []
+        self.members: dict[int, dict[str, bytes]] = {}
 
     def port(self, idx: int) -> Any:
         bus = self
@@ -52,6 +53,9 @@ class Bus:
         class Port:
             def register_topic(self, topic: str, validate: Any, on_message: Any, **kw: Any) -> None:
                 bus.handlers.setdefault(topic, []).append((idx, validate, on_message))
+
+            def set_members(self, members: dict[str, bytes]) -> None:
+                bus.members[idx] = members
 
             def publish_nowait(self, topic: str, data: bytes) -> bool:
                 for j, validate, on_message in bus.handlers.get(topic, []):
@@ -204,7 +208,7 @@ def test_roster_update_from_the_chain_file_is_adopted_and_gossiped(tmp_path: Pat
     from fraudnet.core.consensus import Proposal, SetPeers, sign_vote
 
     records: list[AuditRecord] = []
-    bridges, _ = make_bridges(tmp_path, lambda: T0, records)
+    bridges, bus = make_bridges(tmp_path, lambda: T0, records)
     a = bridges[0]
     chain = load_chain_file(a.settings)
     tip = chain.tip
@@ -217,6 +221,8 @@ def test_roster_update_from_the_chain_file_is_adopted_and_gossiped(tmp_path: Pat
     for b in bridges:  # adopted locally, gossiped, adopted by every peer
         assert b.chain.tip.version == 1 and b.peer_allowed("peer-new")
     assert sum(r.kind == "roster_change" for r in records) == 4
+    assert sorted(bus.members) == [0, 1, 2, 3]  # signal validators get the new member table
+    assert set(bus.members[2]) == set(NAMES)
     assert (tmp_path / NAMES[2] / "state" / "roster.chain").exists()
     assert a.check_chain_file() == 0  # unchanged file: nothing to do
     a.settings.roster_chain.write_bytes(b"garbage")

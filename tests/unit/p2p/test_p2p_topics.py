@@ -147,6 +147,9 @@ def test_register_twice_is_a_config_error() -> None:
     peers = make(["solo"])
     with pytest.raises(ConfigError):
         peers["solo"].svc.register_topic(TOPIC, validator(peers["solo"]), lambda o, d: None)
+    svc = peers["solo"].svc
+    svc.set_members({"solo": b"\x01" * 32, "new": b"\x02" * 32})  # not running: set at once
+    assert set(svc.validator.members) == {"solo", "new"}
 
 
 def test_gate_refuses_peers_outside_the_allowed_set() -> None:
