@@ -81,6 +81,13 @@ def test_block_verdict_forms_at_every_node_and_a_sybil_is_kept_out(tmp_path: Pat
             for card in cards:
                 wait_for(lambda d=d, card=card: "block" in _levels(d, ps(card)), 60,
                          f"block verdict at {d.name}")  # fmt: skip
+        # the verdict changes decisions: member 3 saw nothing itself, yet a small payment
+        # with a blocked card is declined there, citing the network verdict
+        r = requests.post(f"{eps[3]['api']}/v1/decide", headers={"Authorization": f"Bearer {eps[3]['token']}"},
+                          timeout=10, json={"tx_id": "m3-after", "timestamp": int(time.time()),
+                                            "card": cards[0], "terminal_id": "T9", "amount": "9.99"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["outcome"] == "block", r.text
+        assert "network_verdict_block" in r.json()["reasons"]
         assert _metric(eps[0]["api"], "fraudnet_consensus_verdicts_held") >= 3
         assert _metric(s_ep["api"], "fraudnet_consensus_attestations_signed_total") >= 2
         # (the sybil's own view may briefly list a half-closed dial; what matters is that the
