@@ -84,12 +84,16 @@ def configure_logging(level: str, fmt: str = "json", stream: Any = None) -> None
 
 
 def load_scorer(settings: Settings) -> Scorer:
-    """The node's scorer: the deployed model, or the built-in baseline rules."""
-    if settings.scoring.model:
+    """The node's scorer: the deployed model (``fraudnet model deploy``), else the
+    ``[scoring] model`` file, else the built-in baseline rules."""
+    from .model_service import ACTIVE_MODEL
+
+    deployed = settings.node_dir / ACTIVE_MODEL
+    if deployed.exists() or settings.scoring.model:
         from fraudnet.core.scoring.model_scorer import ModelScorer
         from fraudnet.training.modelio import load_model
 
-        path = Path(settings.scoring.model)
+        path = deployed if deployed.exists() else Path(settings.scoring.model)
         if not path.is_absolute():
             path = settings.node_dir / path
         model, model_id = load_model(path)
@@ -120,11 +124,12 @@ class Node:
     actor: str
     network: Any = None  # NetworkBridge when [p2p] is configured
     policy: Any = None  # PolicyService when DIR/policy/active.toml exists
+    model: Any = None  # ModelService (deploys, drift metrics)
     started_at: float = field(default_factory=time.time)
 
     @property
     def services(self) -> list[Service]:
-        extra = [s for s in (self.network, self.policy) if s is not None]
+        extra = [s for s in (self.network, self.policy, self.model) if s is not None]
         return [self.ingest, self.http, *extra]
 
     def endpoints(self) -> dict[str, Any]:
@@ -225,6 +230,9 @@ def build_node(settings: Settings) -> Node:
     from .policy_service import attach_policy
 
     node.policy = attach_policy(settings.node_dir, core, runtime, audit, actor, send_labels)
+    from .model_service import ModelService
+
+    node.model = ModelService(settings.node_dir, core, runtime, audit, actor)
     return node
 
 

@@ -104,3 +104,12 @@ def show_cmd(model_path: str, as_json: bool) -> None:
     click.echo("features:")
     for f in schema:
         click.echo(f"  {f['index']:>2} {f['name']:<30} {f['reason']}")
+
+
+def _add_deploy() -> None:
+    from .model_deploy import deploy
+
+    cli.add_command(deploy)
+
+
+_add_deploy()
