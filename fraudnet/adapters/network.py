@@ -83,6 +83,7 @@ class NetworkBridge(Service):
         self.evidence: NetworkEvidence | None = None
         self.address = ""
         self.signals_offered = 0
+        self._rejects_seen: dict[str, int] = {}
         self.consensus = consensus
         self.witness = witness
         self.audit_dropped = 0
@@ -146,8 +147,40 @@ class NetworkBridge(Service):
                 except Exception:  # a tick must never stop the node
                     log.exception("network tick failed")
 
+    def _audit_rejects(self, now: int) -> None:
+        """One ``signal_rejected`` record per reason that rose since the last tick.
+
+        Aggregated per second so a flood of hostile envelopes costs the log a
+        few records a second, not one per envelope; the validator runs on the
+        p2p thread, which knows the reason but not (after GossipSub) the peer.
+        """
+        if self.p2p is None:
+            return
+        counters = self.p2p.metrics()
+        for name, value in counters.items():
+            if not name.startswith("signals_reject_"):
+                continue
+            delta = value - self._rejects_seen.get(name, 0)
+            if delta <= 0:
+                continue
+            self._rejects_seen[name] = value
+            self._audit(
+                event_record(
+                    "signal_rejected",
+                    at_us=now,
+                    actor=self.actor,
+                    action="reject",
+                    outcome="rejected",
+                    origin="p2p",
+                    resource="signals",
+                    peer="any",
+                    reason=name.removeprefix("signals_reject_"),
+                    count=delta,
+                )  # fmt: skip
+            )
+
     def _tick_steps(self) -> list[Callable[[int], None]]:
-        out: list[Callable[[int], None]] = []
+        out: list[Callable[[int], None]] = [self._audit_rejects]
         if self.consensus is not None:
             out.append(self.consensus.tick)
         if self.witness is not None:
