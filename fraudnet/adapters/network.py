@@ -176,7 +176,7 @@ class NetworkBridge(Service):
                     peer="any",
                     reason=name.removeprefix("signals_reject_"),
                     count=delta,
-                )  # fmt: skip
+                )
             )
 
     def _tick_steps(self) -> list[Callable[[int], None]]:
