@@ -377,6 +377,14 @@ async def _drain_before_stop(node: Node) -> None:
         await node.runtime.drain(timeout=10.0)
     except Exception as e:
         log.error("drain on stop failed: %r", e)
+    # the network, policy and model services write audit records: stop them while the
+    # log is still open (mode stops them again later: a no-op for a stopped service)
+    for svc in (node.network, node.policy, node.model):
+        if svc is not None:
+            try:
+                await svc.stop()
+            except Exception as e:
+                log.error("stopping %s failed: %r", type(svc).__name__, e)
     counters = node.core.counters.as_dict()
     log.info("node stopping", extra={"fields": {"event": "node_stop", **counters}})
     try:
