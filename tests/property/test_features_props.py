@@ -57,3 +57,19 @@ def test_snapshot_restore_is_invisible(evs, cut) -> None:
     b = FeatureState.restore(a.snapshot())
     np.testing.assert_array_equal(b.fold_arrays(ck[cut:], tk[cut:], ts[cut:], amt[cut:]),
                                   whole[cut:])  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(events, st.integers(0, 59), st.integers(1, 6))
+def test_shard_snapshots_restore_invisibly(evs, cut, n_shards) -> None:
+    ck, tk, ts, amt = arrays(evs)
+    cut = min(cut, len(ts))
+    whole = FeatureState().fold_arrays(ck, tk, ts, amt)
+    a = FeatureState()
+    a.fold_arrays(ck[:cut], tk[:cut], ts[:cut], amt[:cut])
+    b = FeatureState()
+    for s in range(n_shards):
+        b.restore_shard(a.snapshot_shard(s, n_shards))
+    assert (b.n_cards, b.n_terminals) == (a.n_cards, a.n_terminals)
+    np.testing.assert_array_equal(b.fold_arrays(ck[cut:], tk[cut:], ts[cut:], amt[cut:]),
+                                  whole[cut:])  # fmt: skip
