@@ -15,7 +15,11 @@ n_shards``; keys are keyed pseudonyms, so shards are balanced.
 
 Any damage (bad magic, truncation, wrong dtypes or shapes, keys outside
 the shard, ring positions out of range, another config) is an
-:class:`~fraudnet.errors.InputError` and leaves the state unchanged.
+:class:`~fraudnet.errors.InputError` and leaves the state unchanged (all
+checks run before the first write). The one exception: if the state's
+entity bound is reached in the middle of a merge, the entities merged so
+far stay and an ``InputError`` is raised (restore into a state built with
+the same bounds as the writer's to avoid this).
 """
 
 from __future__ import annotations
