@@ -17,7 +17,6 @@ Persisted state (``state_dir``):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +58,10 @@ def load_network_keyring(path: Path, grace_s: int) -> NetworkKeyring:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Replace a private (0600) state file atomically and durably."""
+    from fraudnet.adapters.storage.audit_files import write_atomic
+
+    write_atomic(path, data, mode=0o600)
 
 
 def read_seq(state_dir: Path) -> int:

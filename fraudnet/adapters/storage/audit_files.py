@@ -106,9 +106,10 @@ def write_manifest(log_dir: Path, m: Manifest) -> None:
     write_atomic(log_dir / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (fsync, rename, dir fsync)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)
