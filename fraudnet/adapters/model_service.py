@@ -78,8 +78,6 @@ class ModelService(Service):
         await self.audit.append_durable([rec])
 
     async def _watch(self) -> None:
-        from fraudnet.training.modelio import load_model
-
         while not self.should_stop:
             await self.sleep(self.interval)  # polling the file; not synchronisation
             stamp = _stamp(self.path)
@@ -88,8 +86,10 @@ class ModelService(Service):
             self._stamp = stamp
             swap = getattr(self.core.scorer, "swap_model", None)
             try:
+                # imported (and its Numba kernels compiled) only when a model is deployed,
+                # and off the event loop
                 model, model_id = await asyncio.get_running_loop().run_in_executor(
-                    None, load_model, self.path
+                    None, _load_model, self.path
                 )
             except ModelError as e:
                 log.error("deployed model not installed: %s", e)
@@ -110,6 +110,12 @@ class ModelService(Service):
                 continue
             log.info("model %s installed (was %s)", model_id, old)
             await self._record("deploy", model_id, old, "ok")
+
+
+def _load_model(path: Path) -> Any:
+    from fraudnet.training.modelio import load_model
+
+    return load_model(path)
 
 
 class _DriftCollector:

@@ -385,9 +385,20 @@ class NodeRuntime:
         return await fut
 
     async def _decide_api_group(self) -> None:
-        items, self._api_queue = self._api_queue, []
-        if not items:
-            return
+        """Decide queued API requests in groups until the queue is empty.
+
+        Requests that arrive while a group awaits its audit fsync are queued and
+        taken by the next round of this loop (the caller starts a group task only
+        when none runs); the loop's last check and the task's end happen in one
+        step of the event loop, so no request can be left behind.
+        """
+        while self._api_queue:
+            items, self._api_queue = self._api_queue, []
+            await self._decide_api_items(items)
+
+    async def _decide_api_items(
+        self, items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]]
+    ) -> None:
         try:
             recs = [it[0] for it in items]
             decisions, fresh, _dups = self._decide_begin(recs, [it[1] for it in items],
