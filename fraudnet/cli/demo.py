@@ -98,7 +98,7 @@ def cli(transactions: int, workdir: Path | None, seed: int, as_json: bool, quiet
             ("decided", f"{d['decided']}  (decided twice: {d['decided_twice']})"),
             ("dead letters", str(d["dead_letters"])),
             ("reconciled", "yes" if d["reconciled"] else "NO"),
-            ("throughput", f"{d['tx_per_s']:,.0f} transactions/s over {d['seconds']:.1f} s"),
+            ("throughput (steady)", f"{d['tx_per_s']:,.0f} tx/s over {d['seconds']:.1f} s"),
             ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(d["outcomes"].items()))),
             ("latency, Kafka in -> out", f"p50 {d['e2e_p50_ms']} ms, p99 {d['e2e_p99_ms']} ms"),
             ("latency, inside the node", f"p50 {d['node_p50_ms']} ms, p99 {d['node_p99_ms']} ms"),
