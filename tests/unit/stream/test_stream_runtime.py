@@ -10,7 +10,7 @@ from fraudnet.adapters.metrics import NodeMetrics
 from fraudnet.adapters.runtime import NodeRuntime
 from fraudnet.adapters.storage.dedup import DedupStore
 from fraudnet.core.pipeline import NodeCore
-from fraudnet.core.records import decode_decisions
+from fraudnet.core.records import Decision, decode_decisions
 from fraudnet.core.scoring import BaselineScorer
 
 
@@ -112,3 +112,32 @@ def test_concurrent_api_requests_are_decided_once_each_in_groups(tmp_path: Path)
     c = rt.core.counters
     assert (c.received, c.decided, c.duplicates) == (51, 40, 11) and c.reconciles()
     assert rt.dedup.count() == 40
+
+
+def test_requests_arriving_during_a_group_fsync_are_decided(tmp_path: Path) -> None:
+    """Regression: the last requests of a burst, arriving while the previous group awaited
+    its audit fsync, used to wait forever (found by the demo in a clean-clone CI run)."""
+
+    async def main() -> list[str]:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        topics.release.set()  # the broker is fast here; the audit log is slow
+        rt.attach(topics)
+        in_fsync, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_audit(decisions: Sequence[Decision], path: str) -> None:
+            in_fsync.set()
+            await release.wait()
+
+        rt.decision_hooks.append(slow_audit)
+        first = asyncio.ensure_future(rt.decide_now(_tx(1), source="t", arrival=1))
+        await asyncio.wait_for(in_fsync.wait(), 5)
+        later = [asyncio.ensure_future(rt.decide_now(_tx(i), source="t", arrival=1))
+                 for i in range(2, 6)]  # fmt: skip
+        await asyncio.sleep(0)  # let them queue behind the running group
+        release.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *later), 5)
+        return [r.decision.tx_id for r in results if r.decision is not None]
+
+    assert asyncio.run(main()) == [f"api-{i}" for i in range(1, 6)]
