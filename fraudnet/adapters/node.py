@@ -26,7 +26,8 @@ from mode import Service
 
 from fraudnet import __version__
 from fraudnet.config import Settings
-from fraudnet.core.audit.schema import decision_record, event_record
+from fraudnet.core.audit.batch import decision_bodies
+from fraudnet.core.audit.schema import event_record
 from fraudnet.core.crypto import key_id, public_bytes
 from fraudnet.core.pipeline import NodeCore
 from fraudnet.core.records import Decision
@@ -188,9 +189,8 @@ def build_node(settings: Settings) -> Node:
 
     async def audit_decisions(decisions: Sequence[Decision], path: str) -> None:
         origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"
-        await audit.append_durable(
-            decision_record(d, actor=actor, origin=origin) for d in decisions
-        )
+        # validated and encoded per batch: same bytes as one decision_record per decision
+        await audit.append_bodies_durable(decision_bodies(decisions, actor=actor, origin=origin))
 
     runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from fraudnet.core.audit.schema import AuditRecord
@@ -48,7 +48,18 @@ class AsyncAuditLog:
             raise InternalError("audit log: append_durable after aclose()")
         if self._error is not None:
             raise self._error
-        last = self.log.append_many(records)
+        return await self._await_durable(self.log.append_many(records))
+
+    async def append_bodies_durable(self, bodies: Sequence[bytes]) -> int:
+        """Like :meth:`append_durable` for bodies encoded per batch
+        (:func:`~fraudnet.core.audit.batch.decision_bodies`)."""
+        if self._closing:
+            raise InternalError("audit log: append_bodies_durable after aclose()")
+        if self._error is not None:
+            raise self._error
+        return await self._await_durable(self.log.append_bodies(bodies))
+
+    async def _await_durable(self, last: int) -> int:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._waiters.append((last, fut))

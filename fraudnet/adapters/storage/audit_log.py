@@ -4,6 +4,7 @@ API (what the node calls)::
 
     log = open_audit_log(node_dir / "audit", node_key)     # recovers after a crash
     last = log.append_many([decision_record(d, actor=..., origin=...), ...])
+    last = log.append_bodies(decision_bodies(decisions, actor=..., origin=...))  # per batch
     durable = log.commit()      # write + fsync, checkpoint when due; returns last durable seq
     log.close()                 # commit, final checkpoint, retention
 
@@ -49,7 +50,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -180,6 +181,15 @@ class AuditLog:
             if not isinstance(r, AuditRecord):
                 raise InternalError(f"audit log: expected AuditRecord, got {type(r).__name__}")
             bodies.append(encode_body(r))
+        return self.append_bodies(bodies)
+
+    def append_bodies(self, bodies: Sequence[bytes]) -> int:
+        """Queue canonical record bodies already validated and encoded by the caller.
+
+        ``bodies`` must come from :func:`~fraudnet.core.audit.schema.encode_body` or
+        :func:`~fraudnet.core.audit.batch.decision_bodies` (the per-batch encoder of
+        decision records); returns the seq of the last one, ``size - 1`` if empty.
+        """
         max_bytes = self.policy.max_segment_bytes
         pack = RECORD_HEAD.pack
         with self._lock:
