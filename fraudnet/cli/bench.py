@@ -22,6 +22,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "score": ("fraudnet.bench.score", "Features + compiled model vs scikit-learn, ns per tx."),
     "policy": ("fraudnet.bench.policy", "Policy evaluation (100 rules, batched), ns per tx."),
     "consensus": ("fraudnet.bench.consensus", "Verdict formation latency across N node processes."),
+    "overload": ("fraudnet.bench.overload", "Node at 2x capacity: shedding, memory, nothing lost."),
+    "soak": ("fraudnet.bench.soak", "Node at a steady rate for N minutes: RSS and fd slopes."),
 }
 
 
