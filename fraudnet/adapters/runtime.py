@@ -41,6 +41,7 @@ from fraudnet.errors import InputError
 
 from .metrics import NodeMetrics
 from .storage.dedup import DedupStore
+from .stream.dedup_filter import FilteredDedup
 
 __all__ = ["BatchResult", "DecideResult", "NodeRuntime", "OutputTopics", "now_us"]
 
@@ -86,14 +87,15 @@ class NodeRuntime:
     def __init__(
         self,
         core: NodeCore,
-        dedup: DedupStore,
+        dedup: DedupStore | FilteredDedup,
         metrics: NodeMetrics,
         *,
         max_inflight_batches: int = 32,
         clock: Callable[[], int] = now_us,
     ) -> None:
         self.core = core
-        self.dedup = dedup
+        #: the SQLite store behind an exact in-memory filter (stream/dedup_filter.py)
+        self.dedup = dedup if isinstance(dedup, FilteredDedup) else FilteredDedup(dedup)
         self.metrics = metrics
         self.clock = clock
         self.max_inflight_batches = max_inflight_batches
