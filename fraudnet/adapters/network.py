@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fraudnet.core.audit.schema import AuditRecord, event_record
 from fraudnet.core.consensus import Verdict
+from fraudnet.core.features.network import EvidenceFeatures
 from fraudnet.core.records import Decision, TxRecord
 from fraudnet.core.signals import NetworkKeyring, SignalPayload
 from fraudnet.core.signals.evidence import NetworkEvidence
@@ -81,6 +82,10 @@ class NetworkBridge(Service):
         self.links = PseudonymLinks()
         self.p2p: P2PService | None = None
         self.evidence: NetworkEvidence | None = None
+        #: entity kinds a decided transaction offers to the signal policy (same budget)
+        self.signal_kinds: tuple[str, ...] = ("card",)
+        #: network columns for a model that reads them (NodeCore.network_features)
+        self.features = EvidenceFeatures(lambda: self.evidence, self.links.resolve)
         self.address = ""
         self.signals_offered = 0
         self._rejects_seen: dict[str, int] = {}
@@ -221,21 +226,28 @@ class NetworkBridge(Service):
         for d, r in zip(decisions, records, strict=True):
             if not r.net_refs:
                 continue
-            epoch, card_ps, _term_ps = r.net_refs[0]
+            epoch, card_ps, term_ps = r.net_refs[0]
+            # a network-aware model left its local score (network columns neutral): only
+            # that one may be shared, or one member's false flag would echo back
+            local = self.features.pop_local_score(d.tx_id)
+            score = d.score if local is None else local
             if c is not None:
-                c.note_local_score("card", card_ps, epoch, d.score, now, tx_id=d.tx_id,
+                c.note_local_score("card", card_ps, epoch, score, now, tx_id=d.tx_id,
                                    reasons=_wire_reasons(d.reasons))  # fmt: skip
-            sig = self.policy.offer(
-                "card",
-                card_ps,
-                d.score,
-                now,
-                reasons=_wire_reasons(d.reasons),
-                n_tx=1,
-                n_alerts=int(d.outcome != "allow"),
-            )
-            if sig is not None:
-                out.append(sig)
+            for kind, ps in (("card", card_ps), ("terminal", term_ps)):
+                if kind not in self.signal_kinds:
+                    continue
+                sig = self.policy.offer(
+                    kind,
+                    ps,
+                    score,
+                    now,
+                    reasons=_wire_reasons(d.reasons),
+                    n_tx=1,
+                    n_alerts=int(d.outcome != "allow"),
+                )
+                if sig is not None:
+                    out.append(sig)
         if not out:
             return
         self.signals_offered += len(out)

@@ -33,6 +33,7 @@ from .records import Decision, Pseudonymiser, TxRecord, columns, to_record
 from .scoring.base import Scorer, Thresholds
 
 if TYPE_CHECKING:
+    from .features.network import NetworkFeatureSource
     from .policy.holder import PolicyEngine
 from .transaction import DEFAULT_FIELDS, FieldMap, Normaliser, Transaction, parse_record
 
@@ -127,6 +128,9 @@ class NodeCore:
         self.on_policy_batch: Callable[..., None] | None = None
         #: computes network pseudonyms at ingest, while the raw identifiers exist
         self.network_refs = network_refs
+        #: network columns and local-score sink for a model that reads network features
+        #: (None, or a model without them: scored as before)
+        self.network_features: NetworkFeatureSource | None = None
         self.thresholds = thresholds or Thresholds()
         self.fields = fields
         self.normaliser = normaliser or Normaliser()
@@ -191,7 +195,15 @@ class NodeCore:
         if not records:
             return []
         batch = columns(records)
-        result = self.scorer.score_many(batch)
+        src = self.network_features
+        if src is not None and getattr(self.scorer, "uses_network_features", False):
+            # signals must come from the local score (network columns neutral), never this one
+            result, local = self.scorer.score_network_many(  # type: ignore[attr-defined]  # ModelScorer
+                batch, src.features_many(records, now_us)
+            )
+            src.note_local_scores(records, local)
+        else:
+            result = self.scorer.score_many(batch)
         model_id = self.scorer.model_id
         n = len(records)
         scores = [float(x) for x in result.scores]

@@ -9,6 +9,9 @@ Modes:
   same class (the class with the best summed validation AP across nodes
   when several candidates are given). Scores are gathered and evaluated on
   the same test set as central mode, CP@100 ranking all cards together.
+* ``network`` -- the isolated partitions exchanging risk signals under the
+  node's signal policy; each decides with a model that also reads the
+  network features (see :mod:`fraudnet.training.network`).
 
 Test scores come from the *compiled* model (the code the node runs).
 """
@@ -20,13 +23,24 @@ from typing import Any
 import numpy as np
 
 from fraudnet.core.features import FeatureConfig
+from fraudnet.core.features.network import NEUTRAL
 from fraudnet.errors import ConfigError
 
 from .data import TxTable
-from .protocol import metrics, split
+from .network import (
+    NetworkOptions,
+    emit_signals,
+    fit_network_model,
+    network_matrix,
+    signal_model,
+    with_network,
+)
+from .protocol import DAY_S, metrics, split
 from .train import choose, combo_key, feature_sets_of, replay_features, train, validate_combos
 
 __all__ = ["evaluate"]
+
+MODES = ("central", "isolated", "network")
 
 
 def evaluate(
@@ -42,12 +56,13 @@ def evaluate(
     candidates: list[str] | None = None,
     feature_set: str = "all",
     jobs: int = 1,
+    network: NetworkOptions | None = None,
 ) -> dict[str, Any]:
-    if mode not in ("central", "isolated"):
-        raise ConfigError(f"--mode {mode!r}: expected central or isolated")
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     if partition not in ("terminal", "customer"):
         raise ConfigError(f"--partition {partition!r}: expected terminal or customer")
-    if mode == "isolated" and not 1 <= nodes <= 64:
+    if mode != "central" and not 1 <= nodes <= 64:
         raise ConfigError(f"--nodes {nodes}: expected 1..64")
     config = FeatureConfig(delay_days=float(delay_days))
     sp = split(table, start_day, train_days, delay_days, test_days)
@@ -73,17 +88,26 @@ def evaluate(
         best = choose({n: {"average_precision": v, "card_precision_at_100": 0.0}
                        for n, v in val_total.items()}, combo_key(cls, fs))  # fmt: skip
         cls, fs = best.split("@", 1)
+    extra: dict[str, Any] = {}
     train_rows = 0
-    for p, sub, x in zip(parts, subs, xs, strict=True):
-        res = train(
-            sub, x, start_day=start_day, train_days=train_days, delay_days=delay_days,
-            candidates=[cls], feature_set=fs, config=config, jobs=jobs,
+    if mode == "network":
+        opts = network or NetworkOptions()
+        train_rows, extra = _network(
+            table, sp.test, parts, subs, xs, score, start_day=start_day, train_days=train_days,
+            delay_days=delay_days, cls=cls, fs=fs, config=config, jobs=jobs, opts=opts,
         )  # fmt: skip
-        train_rows += res.train_rows
-        chosen.append(res.candidate)
-        test_local = sp.test[p]
-        s, _ = res.model.predict_many(x[test_local])
-        score[p[test_local]] = s
+        chosen = [cls] * len(parts)
+    else:
+        for p, sub, x in zip(parts, subs, xs, strict=True):
+            res = train(
+                sub, x, start_day=start_day, train_days=train_days, delay_days=delay_days,
+                candidates=[cls], feature_set=fs, config=config, jobs=jobs,
+            )  # fmt: skip
+            train_rows += res.train_rows
+            chosen.append(res.candidate)
+            test_local = sp.test[p]
+            s, _ = res.model.predict_many(x[test_local])
+            score[p[test_local]] = s
     test_scores = score[sp.test]
     out: dict[str, Any] = metrics(table, sp.test, test_scores)
     out.update(
@@ -92,10 +116,72 @@ def evaluate(
         test_frauds=int(table.fraud[sp.test].sum()),
         mode=mode,
         nodes=1 if mode == "central" else nodes,
-        partition=partition if mode == "isolated" else None,
+        partition=partition if mode != "central" else None,
         model=cls,
         validation_ap=val_total,
         feature_set=fs,
         selected_by="validation folds before the training period" if val_total else "given",
+        **extra,
     )
     return out
+
+
+def _network(
+    table: TxTable, test: np.ndarray[Any, Any], parts: list[Any], subs: list[TxTable],
+    xs: list[Any], score: np.ndarray[Any, Any], *, start_day: int, train_days: int,
+    delay_days: int, cls: str, fs: str, config: FeatureConfig, jobs: int, opts: NetworkOptions,
+) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    """Network mode (see fraudnet.training.network); fills ``score`` on test rows."""
+    from_s = float(start_day) * DAY_S
+    logs = []
+    for sub, x in zip(subs, xs, strict=True):
+        s_model = signal_model(sub, x, start_day, train_days, delay_days, cls, fs, config, jobs)
+        local = np.full(len(sub), np.nan)
+        live = sub.ts_s >= from_s
+        local[live], _ = s_model.predict_many(x[live])
+        logs.append(emit_signals(sub, local, from_s, float(delay_days), opts))
+    members = [f"member-{k}" for k in range(len(subs))]
+    train_rows = 0
+    neutral_score = np.full(len(table), np.nan)
+    for k, (p, sub, x) in enumerate(zip(parts, subs, xs, strict=True)):
+        received = [
+            (float(t) + opts.propagation_s, members[j], sig)
+            for j, lg in enumerate(logs) if j != k
+            for t, sig in zip(lg.created_s.tolist(), lg.signals, strict=True)
+        ]  # fmt: skip
+        xn = with_network(x, network_matrix(sub, members[k], received, from_s))
+        model = fit_network_model(sub, xn, start_day, train_days, delay_days, cls, fs, config,
+                                  jobs)  # fmt: skip
+        train_rows += int(((sub.day >= start_day) & (sub.day < start_day + train_days)).sum())
+        tl = test[p]
+        s, _ = model.predict_many(xn[tl])
+        score[p[tl]] = s
+        # ablation: the same model with no network evidence (every network column neutral)
+        s0, _ = model.predict_many(with_network(x[tl], np.tile(NEUTRAL, (int(tl.sum()), 1))))
+        neutral_score[p[tl]] = s0
+    test_first = float(start_day + train_days + delay_days) * DAY_S
+    sent = [len(lg.signals) for lg in logs]
+    seen = [lg.transactions for lg in logs]
+    test_sent = [int((lg.created_s >= test_first).sum()) for lg in logs]
+    test_seen = [int((sub.ts_s >= test_first).sum()) for sub in subs]
+    origin: dict[str, int] = {}
+    for lg in logs:
+        for o, v in lg.by_origin.items():
+            origin[o] = origin.get(o, 0) + v
+    ablation = metrics(table, test, neutral_score[test])
+    return train_rows, {
+        "signals_sent": int(sum(sent)),
+        "signals_per_transaction": sum(sent) / max(sum(seen), 1),
+        "signals_per_transaction_max_node": max(s / max(n, 1) for s, n in zip(sent, seen,
+                                                                              strict=True)),
+        "signals_per_transaction_test": sum(test_sent) / max(sum(test_seen), 1),
+        "signals_by_origin": origin,
+        "signal_model": "same candidate, local features, fitted on the train_days ending "
+        "delay_days before the training period (out of sample from the training period on)",
+        "network_options": {
+            "propagation_s": opts.propagation_s, "threshold": opts.threshold,
+            "budget": opts.budget, "ttl_s": opts.ttl_s, "label_signals": opts.label_signals,
+            "terminal_signals": opts.terminal_signals,
+        },
+        "without_network_evidence": ablation,
+    }  # fmt: skip

@@ -25,12 +25,13 @@ import numpy.typing as npt
 
 from fraudnet.errors import InputError, ModelError
 
+from ..features.network import NET_COLS
 from ..features.schema import N_FEATURES
 from ..features.state import FeatureState
 from ..records import TxColumns
 from .base import ScoreBatch
 from .compiled import CompiledModel
-from .fused import KIND_FOREST, KIND_GBM, KIND_LINEAR, SCORE_EDGES, score_fused
+from .fused import KIND_FOREST, KIND_GBM, KIND_LINEAR, SCORE_EDGES, reason_keys, score_fused
 from .modelfile import encode_model, model_id_of
 from .reasons import LOW_RISK
 
@@ -95,6 +96,8 @@ class ModelScorer:
         self._margs = (kind, model.cols, *model.tree_args, base, *lin, code_of, len(codes),
                        self.top_reasons, self.min_contribution)  # fmt: skip
         self._decode = _Decoder(codes)
+        self._net_cols = bool(np.isin(model.cols, NET_COLS).any())
+        self._last_x = np.zeros((0, N_FEATURES), dtype=np.float64)
         edges, frac = _train_bins(model.meta, nf)
         self._edges = edges
         self._train_frac = frac
@@ -151,8 +154,38 @@ class ModelScorer:
             st.ensure_room(float(cols[2].max()))
             start = r
         self.scored += n
+        self._last_x = x
         dec = self._decode
         return ScoreBatch(scores=scores, reasons=[dec[k] for k in keys.tolist()])
+
+    @property
+    def uses_network_features(self) -> bool:
+        """True if the model reads network columns (see fraudnet.core.features.network)."""
+        return self._net_cols
+
+    def score_network_many(
+        self, batch: TxColumns, net: npt.NDArray[np.float64]
+    ) -> tuple[ScoreBatch, npt.NDArray[np.float64]]:
+        """:meth:`score_many` with the network columns set from ``net`` (n x 6, in
+        ``NETWORK_NAMES`` order); also returns the *local* scores (network columns
+        neutral), the only scores a member may signal from. The fused kernel computes
+        the local pass (and the drift counts, on neutral network columns); the
+        network pass rescores the same rows."""
+        n = len(batch)
+        if net.shape != (n, NET_COLS.shape[0]) or not np.isfinite(net).all():
+            raise InputError(f"network features: expected {n} x {NET_COLS.shape[0]} finite values")
+        local = self.score_many(batch)
+        if n == 0:
+            return local, local.scores
+        x = self._last_x
+        x[:, NET_COLS] = net
+        scores = np.empty(n, dtype=np.float64)
+        contrib = np.empty((n, len(self.model.cols)), dtype=np.float64)
+        self.model.predict_into(x, scores, contrib)
+        keys = np.empty(n, dtype=np.int64)
+        reason_keys(contrib, *self._margs[-4:], keys)  # code_of, n_codes, top, min_contribution
+        dec = self._decode
+        return ScoreBatch(scores=scores, reasons=[dec[k] for k in keys.tolist()]), local.scores
 
     def apply_labels(
         self,
