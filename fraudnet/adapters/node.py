@@ -225,6 +225,7 @@ def build_node(settings: Settings) -> Node:
     if "p2p" in settings.extra:
         node.network = _build_network(settings, node_key, runtime, audit, actor)
         core.network_refs = node.network.network_refs
+        core.network_features = node.network.features
         if node.network.consensus is not None:
             core.verdicts = _verdict_lookup(node.network)
     from .policy_service import attach_policy
