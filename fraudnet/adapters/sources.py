@@ -104,4 +104,8 @@ def _jsonl(f: TextIO) -> Iterator[tuple[str, Any, str]]:
         except json.JSONDecodeError as e:
             yield f"line {i}", Unreadable(f"not valid JSON ({e.msg} at column {e.colno})"), line
             continue
+        except (ValueError, RecursionError) as e:  # a number over 4300 digits; deep nesting
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:80]
+            yield f"line {i}", Unreadable(f"not valid JSON ({why})"), line[:200]
+            continue
         yield f"line {i}", obj, line.rstrip("\n")

@@ -278,9 +278,7 @@ def mutate_value(draw: st.DrawFn, seeds: Sequence[Any], *, max_ops: int = 2) -> 
             obj = _replace(obj, path, lambda x: [x, x] if not isinstance(x, list) else x + x)
         elif op == "append":
             w = draw(WEIRD)
-            obj = _replace(
-                obj, path, lambda x, w=w: [*x, w] if isinstance(x, list) else x
-            )
+            obj = _replace(obj, path, lambda x, w=w: [*x, w] if isinstance(x, list) else x)
         else:
             obj = _replace(obj, path, lambda x: [x])
     return obj

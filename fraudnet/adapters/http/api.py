@@ -132,8 +132,8 @@ def build_http_app(
             return body
         try:
             obj = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return _error(400, f"body is not valid JSON ({e})")
+        except (ValueError, RecursionError) as e:  # also >4300-digit numbers, deep nesting
+            return _error(400, f"body is not valid JSON ({str(e)[:120] or 'nested too deeply'})")
         if not isinstance(obj, dict):
             return _error(400, "body must be a JSON object (one transaction)")
         res = await runtime.decide_now(obj, source="POST /v1/decide", arrival=arrival)
@@ -285,8 +285,9 @@ def _split_records(body: bytes) -> list[tuple[str, Any, str]]:
     if stripped.startswith("["):
         try:
             arr = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"body is not a valid JSON array ({e})") from None
+        except (ValueError, RecursionError) as e:  # also >4300-digit numbers, deep nesting
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
+            raise ValueError(f"body is not a valid JSON array ({why})") from None
         return [(f"record {i}", o, json.dumps(o)[:2048]) for i, o in enumerate(arr)]
     out: list[tuple[str, Any, str]] = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -296,6 +297,9 @@ def _split_records(body: bytes) -> list[tuple[str, Any, str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             obj = _Unparsable(f"not valid JSON ({e.msg} at column {e.colno})")
+        except (ValueError, RecursionError) as e:  # >4300-digit numbers, deep nesting
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
+            obj = _Unparsable(f"not valid JSON ({why})")
         out.append((f"line {i}", obj, line[:2048]))
     return out
 

@@ -60,8 +60,9 @@ def decode_value(value: bytes | None, fmt: str) -> Any:
     if fmt == "json":
         try:
             return json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # also: >4300-digit numbers, deep nesting
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
+            raise ValueError(f"not valid JSON ({why})") from None
     try:
         return msgpack.unpackb(
             value, raw=False, max_str_len=4096, max_bin_len=4096, max_array_len=256,
