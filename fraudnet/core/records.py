@@ -281,13 +281,14 @@ def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int], str]:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         version, recs, arrivals, batch_id = obj
         records = [TxRecord.from_wire(w) for w in recs]
+        arrivals = [int(a) for a in arrivals]
     except Exception as e:
         raise InputError(f"tx batch: not a valid batch message ({e})") from None
     if version != BATCH_VERSION:
         raise InputError(f"tx batch: unsupported version {version!r}")
     if len(recs) != len(arrivals):
         raise InputError("tx batch: records and arrival times differ in length")
-    return records, [int(a) for a in arrivals], str(batch_id)
+    return records, arrivals, str(batch_id)
 
 
 def encode_decisions(decisions: Sequence[Decision]) -> bytes:

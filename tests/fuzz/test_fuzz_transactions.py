@@ -261,3 +261,13 @@ def test_deeply_nested_and_huge_number_json_lines_are_unreadable_not_crashes(tmp
 def test_kafka_json_value_too_deep_or_too_long_a_number_is_a_value_error(value: bytes) -> None:
     with pytest.raises(ValueError, match="not valid JSON"):
         decode_value(value, "json")
+
+
+@pytest.mark.parametrize("arrival", [None, "x", [1]])
+def test_batch_with_a_non_integer_arrival_time_is_an_input_error(arrival: Any) -> None:
+    import msgpack
+
+    batch = msgpack.unpackb(encode_tx_batch(_RECS[:1], [1]), raw=False)
+    batch[2] = [arrival]
+    with pytest.raises(InputError, match="tx batch"):
+        decode_tx_batch(pack(batch))
