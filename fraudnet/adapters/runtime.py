@@ -300,10 +300,16 @@ class NodeRuntime:
         path: str,
     ) -> None:
         fut = self._waiters.pop(batch_id, None) if batch_id else None
+        # Start making this batch durable now, while earlier batches still wait for
+        # theirs: its audit records are appended in arrival order (these tasks start in
+        # FIFO order and append before their first await) and ride the same group
+        # commit. Awaiting the previous batch first keeps acknowledgements in order.
+        # (Awaiting ``prev`` before appending serialised one fsync per batch: ADR 0500.)
+        durable = asyncio.ensure_future(self._make_durable(decisions, fresh, path))
         try:
             if prev is not None:
                 await prev
-            await self._make_durable(decisions, fresh, path)
+            await durable
             if decisions:
                 await self.topics.send_decisions(encode_decisions(decisions))
             self.batches_decided += 1

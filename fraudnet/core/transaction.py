@@ -275,6 +275,8 @@ def _timestamp(v: Any, name: str) -> int:
     if isinstance(v, int | float):
         if not math.isfinite(v):
             raise TransactionError(f"not a finite number: {v!r}", field=name)
+        if not -1e12 < v < 1e12:  # epoch seconds; v * 1e6 could overflow to infinity
+            raise TransactionError("outside 2000-01-01..2100-01-01", field=name)
         us = round(v * 1_000_000)
     elif isinstance(v, str):
         s = v.strip()
