@@ -41,6 +41,7 @@ from .runtime import NodeRuntime, now_us
 from .storage.audit_async import AsyncAuditLog
 from .storage.audit_log import open_audit_log
 from .storage.dedup import DedupStore
+from .storage.journal_recovery import settle_intents
 from .storage.keys import load_api_token, load_local_secret, load_node_key
 from .stream.app import NodeApp, create_app
 from .stream.broker import EmbeddedBroker
@@ -181,11 +182,16 @@ def build_node(settings: Settings) -> Node:
     )
     metrics = NodeMetrics()
     dedup = DedupStore(node_dir / "state" / "dedup.sqlite")
+    network_id = str(settings.extra.get("p2p", {}).get("network_id", "fraudnet"))
+    audit = AsyncAuditLog(open_audit_log(node_dir / "audit", node_key, network_id=network_id))
+    # a crash between a fold and its de-dup row left journal intents: record their
+    # decisions (once) before anything reads the store (storage/journal.py)
+    settle_intents(dedup, audit.log, actor=actor,
+                   stream_origin=f"stream:{settings.broker.topic_prefix}.tx-in")  # fmt: skip
+    dedup.audit_size = lambda: audit.log.size
     runtime = NodeRuntime(
         core, dedup, metrics, max_inflight_batches=settings.ingest.max_inflight_batches
     )
-    network_id = str(settings.extra.get("p2p", {}).get("network_id", "fraudnet"))
-    audit = AsyncAuditLog(open_audit_log(node_dir / "audit", node_key, network_id=network_id))
 
     async def audit_decisions(decisions: Sequence[Decision], path: str) -> None:
         origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"

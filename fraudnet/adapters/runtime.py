@@ -234,7 +234,7 @@ class NodeRuntime:
             await self.publish_dead_letters([dl])
             self._release_one()
             return
-        decisions, fresh, dups = self._decide_begin(records, arrivals, now)
+        decisions, fresh, dups = self._decide_begin(records, arrivals, now, "stream")
         self.metrics.batch_size.observe(len(records))
         prev = self._tail
         self._tail = asyncio.ensure_future(
@@ -242,7 +242,7 @@ class NodeRuntime:
         )
 
     def _decide_begin(
-        self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int
+        self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int, path: str
     ) -> tuple[list[Decision], list[TxRecord], int]:
         """De-duplicate and decide (no await). Decided ids stay in ``_pending``
         until :meth:`_complete` has recorded them, so the API path and the
@@ -264,6 +264,9 @@ class NodeRuntime:
         t0 = time.perf_counter()
         decisions = self.core.decide_many(fresh, fresh_arr, now)
         self.decide_seconds += time.perf_counter() - t0
+        # journal the fold in this same loop step: a snapshot taken later covers it,
+        # a crash before its audit fsync is settled at start (storage/journal.py)
+        self.dedup.store.intend(decisions, fresh, path)
         self._pending.update(d.tx_id for d in decisions)
         return decisions, fresh, dups
 
@@ -410,7 +413,7 @@ class NodeRuntime:
         try:
             recs = [it[0] for it in items]
             decisions, fresh, _dups = self._decide_begin(recs, [it[1] for it in items],
-                                                         self.clock())  # fmt: skip
+                                                         self.clock(), "api")  # fmt: skip
             by_id = {d.tx_id: d for d in decisions}
             await self._make_durable(decisions, fresh, "api")
         except BaseException as e:

@@ -9,15 +9,28 @@ is what guarantees "no transaction id is decided twice".
 Rows older than ``retention_days`` (by decision time) are pruned by
 :meth:`DedupStore.prune`; a transaction re-sent after that is decided
 again, so senders must not retry older than the retention.
+
+The same database holds the decision journal (:mod:`.journal`): the runtime
+calls :meth:`DedupStore.intend` when it folds a batch into the feature
+state, and :meth:`DedupStore.add_many` inserts the de-dup rows and confirms
+that intent in one SQLite transaction. WAL mode with ``synchronous=NORMAL``:
+a committed transaction survives a crash of the process (SIGKILL); after a
+power loss the last commits may be rolled back, and the audit log (fsynced)
+is then ahead of this table (docs/operations.md, "Crash safety").
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from fraudnet.core.records import Decision, TxRecord
 from fraudnet.errors import ConfigError
+
+from . import journal_faults
+from .journal import Intent, Journal
 
 __all__ = ["DedupStore"]
 
@@ -37,54 +50,126 @@ class DedupStore:
                 " decided_at_us INTEGER NOT NULL, ts_us INTEGER NOT NULL,"
                 " card_ref BLOB NOT NULL, terminal_ref BLOB NOT NULL) WITHOUT ROWID"
             )
-            self._db.execute(
-                "CREATE INDEX IF NOT EXISTS decided_at ON decided (decided_at_us)"
-            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS decided_at ON decided (decided_at_us)")
+            self.journal = Journal(self._db, str(path))
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"{path}: de-duplication store unusable ({e})") from None
         self.path = path
+        #: one connection, used from the event loop and a writer thread: every
+        #: transaction holds this lock (a statement inside another thread's
+        #: BEGIN..COMMIT would join, or break, that transaction)
+        self._lock = threading.RLock()
+        #: the audit log's record count (set by the node); stored with each intent so
+        #: that recovery reads the audit log only from there
+        self.audit_size: Callable[[], int] = lambda: 0
+        #: first tx id of a pending intent -> its journal seq
+        self._intent_of: dict[str, int] = {}
+
+    def intend(self, decisions: Sequence[Decision], records: Sequence[TxRecord], path: str) -> int:
+        """Journal a batch just folded into the feature state (before its audit append).
+
+        Call it in the same step of the event loop as the fold. Returns the seq."""
+        if not decisions:
+            return self.journal.last_seq
+        audit_from = self.audit_size()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                seq = self.journal.insert_intent(decisions, records, path, audit_from)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self.journal.last_seq -= 1
+                raise
+            self._db.execute("COMMIT")
+            self._intent_of[decisions[0].tx_id] = seq
+        journal_faults.hit("journal.intent")
+        return seq
 
     def seen_many(self, tx_ids: Sequence[str]) -> set[str]:
         """The subset of ``tx_ids`` that already has a decision."""
         found: set[str] = set()
-        for i in range(0, len(tx_ids), _CHUNK):
-            chunk = tx_ids[i : i + _CHUNK]
-            q = "SELECT tx_id FROM decided WHERE tx_id IN ({})".format(",".join("?" * len(chunk)))
-            found.update(row[0] for row in self._db.execute(q, chunk))
+        with self._lock:
+            for i in range(0, len(tx_ids), _CHUNK):
+                chunk = tx_ids[i : i + _CHUNK]
+                q = "SELECT tx_id FROM decided WHERE tx_id IN ({})".format(
+                    ",".join("?" * len(chunk))
+                )
+                found.update(row[0] for row in self._db.execute(q, chunk))
         return found
 
     def get(self, tx_id: str) -> tuple[str, float, int] | None:
-        row = self._db.execute(
-            "SELECT outcome, score, decided_at_us FROM decided WHERE tx_id = ?", (tx_id,)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outcome, score, decided_at_us FROM decided WHERE tx_id = ?", (tx_id,)
+            ).fetchone()
         return None if row is None else (str(row[0]), float(row[1]), int(row[2]))
 
     def add_many(self, rows: Iterable[tuple[str, str, float, int, int, bytes, bytes]]) -> None:
         """Record (tx_id, outcome, score, decided_at_us, ts_us, card_ref, terminal_ref) rows.
 
-        One SQLite transaction per call (call it once per batch).
+        One SQLite transaction per call (call it once per batch); it also confirms the
+        journal intent of the batch (:meth:`intend`) whose first tx id leads ``rows``.
         """
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany("INSERT OR IGNORE INTO decided VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        rows = list(rows)
+        journal_faults.hit("dedup.commit")
+        with self._lock:
+            seq = self._intent_of.pop(rows[0][0], None) if rows else None
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO decided VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                if seq is not None:
+                    self.journal.confirm(seq)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                if seq is not None:
+                    self._intent_of[rows[0][0]] = seq
+                raise
+            self._db.execute("COMMIT")
+        journal_faults.hit("dedup.committed")
+
+    def settle(self, intent: Intent) -> None:
+        """Recovery: insert the de-dup rows of an intent whose decisions are now in the
+        audit log, and confirm it (one transaction)."""
+        rows = [
+            (d.tx_id, d.outcome, d.score, d.decided_at_us, d.ts_us, d.card_ref, t)
+            for d, t in zip(intent.decisions, intent.terminal_refs, strict=True)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO decided VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self.journal.confirm(intent.seq)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def truncate_journal(self, upto: int, max_tx: int | None = None) -> int:
+        """Delete journal batches the feature snapshots cover (see :meth:`Journal.truncate`)."""
+        with self._lock:
+            return self.journal.truncate(upto, max_tx)
 
     def lookup_entity(self, tx_id: str) -> tuple[int, bytes, bytes] | None:
         """(ts_us, card_ref, terminal_ref) of a decided transaction, for labels by tx id."""
-        row = self._db.execute(
-            "SELECT ts_us, card_ref, terminal_ref FROM decided WHERE tx_id = ?", (tx_id,)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT ts_us, card_ref, terminal_ref FROM decided WHERE tx_id = ?", (tx_id,)
+            ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM decided").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM decided").fetchone()[0])
 
     def prune(self, before_us: int) -> int:
-        cur = self._db.execute("DELETE FROM decided WHERE decided_at_us < ?", (before_us,))
-        return int(cur.rowcount)
+        with self._lock:
+            cur = self._db.execute("DELETE FROM decided WHERE decided_at_us < ?", (before_us,))
+            return int(cur.rowcount)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()

@@ -125,8 +125,9 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
             await runtime.on_tx_batch(value)
 
     snaps = FeatureSnapshots(
-        runtime.core.scorer, settings.node_dir / "state" / "features", settings.broker.partitions
-    )
+        runtime.core.scorer, settings.node_dir / "state" / "features", settings.broker.partitions,
+        store=getattr(runtime.dedup, "store", runtime.dedup),  # the journal's database
+    )  # fmt: skip
     restored = snaps.restore()
     if restored["shards"] or restored["corrupt"]:
         log.info("feature state restored: %s", restored)
