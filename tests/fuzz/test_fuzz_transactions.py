@@ -10,6 +10,7 @@ the Kafka target wraps it exactly as the service does.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import tempfile
@@ -31,7 +32,7 @@ from fraudnet.core.records import (
     encode_tx_batch,
     to_record,
 )
-from fraudnet.core.transaction import FDH_FIELDS, Transaction, parse_record
+from fraudnet.core.transaction import Transaction, parse_record
 from fraudnet.errors import InputError, TransactionError
 from fraudnet.training.data import load_csv
 
@@ -94,7 +95,7 @@ def _csv_text(rows: list[dict[str, Any]]) -> bytes:
 CSV_SEEDS = [_csv_text(RECORDS), _csv_text(RECORDS[:1]), b'tx_id,card\n"a,b",1\n"unterminated\n']
 JSONL_SEEDS = [
     b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS),
-    json.dumps(RECORDS[0]).encode() + b"\n\n[1,2]\n\"x\"\n",
+    json.dumps(RECORDS[0]).encode() + b'\n\n[1,2]\n"x"\n',
 ]
 JSONL_MAGIC = (b"[" * 5000, b"{\"a\":" * 3000, b"9" * 5000, b"1e999999", b"\"\\ud800\"", b"\x00",
                b"\xff\xfe", b"NaN", b"-Infinity", b"\n" * 10, b"\"" + b"a" * 70_000 + b"\"")  # fmt: skip
@@ -118,10 +119,8 @@ def _check_file(case: tuple[str, bytes, bool]) -> None:
         if isinstance(rec, Unreadable):
             assert rec.reason
             continue
-        try:
+        with contextlib.suppress(TransactionError):
             parse_record(rec)
-        except TransactionError:
-            pass
 
 
 def _check_fdh_csv(data: bytes) -> None:
@@ -198,10 +197,8 @@ def _check_http_body(body: bytes) -> None:
     except ValueError as e:  # the API's own wrapping: 400 with this message
         raise InputError(f"400: {e}") from None
     for _loc, obj, _raw in items:
-        try:
+        with contextlib.suppress(TransactionError):
             parse_record(obj)
-        except TransactionError:
-            pass
 
 
 # -- the targets -----------------------------------------------------------------
@@ -217,6 +214,7 @@ def test_fuzz_csv_and_jsonl_readers(mode: str) -> None:
     run_target("csv_jsonl_files", mode, files(), _check_file, (InputError,))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # numpy: "input contained no data"
 @pytest.mark.parametrize("mode", fuzz_modes())
 def test_fuzz_fdh_csv_loader(mode: str) -> None:
     run_target("fdh_csv", mode, mutate_bytes(FDH_SEEDS, magic=(b",", b"\n", b"nan", b"-1", b"1e400", b"\x00")),
@@ -249,7 +247,9 @@ def test_fuzz_http_ingest_bodies(mode: str) -> None:
     run_target("http_body", mode, cases, _check_http_body, (InputError,))
 
 
-def test_deeply_nested_and_huge_number_json_lines_are_unreadable_not_crashes(tmp_path: Path) -> None:
+def test_deeply_nested_and_huge_number_json_lines_are_unreadable_not_crashes(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"[" * 50_000 + b"\n" + b"9" * 5000 + b"\n" + json.dumps(RECORDS[0]).encode())
     out = list(read_records(path))
