@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
+from fraudnet.core.scoring.baseline import BaselineScorer
 from fraudnet.replay.runner import run_scenario
 from fraudnet.replay.scenario import parse_scenario
 from fraudnet.replay.simrun import _scorer_factory
@@ -56,7 +57,7 @@ model = "{path}"
 exactly_one_decision = true
 """)  # fmt: skip
     scorer = _scorer_factory(sc)()
-    assert scorer.model_id != "baseline-rules-1"
+    assert scorer.model_id != BaselineScorer.model_id
     rep = run_scenario(sc)
     assert rep["expectations"]["passed"], rep["expectations"]
     for m in rep["modes"].values():
