@@ -74,7 +74,7 @@ def unpack(
         entries = header["arrays"]
         if not isinstance(meta, dict) or not isinstance(entries, list):
             raise TypeError("meta/arrays have the wrong type")
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise bad(f"corrupt header ({e})") from None
     body = memoryview(data)[8 + hlen :]
     arrays: dict[str, npt.NDArray[Any]] = {}

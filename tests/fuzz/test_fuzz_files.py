@@ -1,0 +1,188 @@
+"""Fuzz the file formats an operator hands a node: policy bundles, model files, node config.
+
+* policy bundles (TOML + the condition language): the example bundles, byte-
+  mutated, and rules whose ``when`` is a random token soup of the language
+  (deep nesting, huge literals, unknown names); a bundle that loads is also
+  *evaluated* on a small batch. Oracle: ``Bundle`` or :class:`PolicyError`;
+  evaluation never raises.
+* model files (the pickle-free array container): real compiled models, byte-
+  mutated and with their JSON header's values swapped. Oracle: a model that
+  scores a feature matrix to finite values in [0, 1], or :class:`ModelError`.
+* ``node.toml`` and the ``[p2p]`` table: mutated text through
+  :func:`load_settings` and :meth:`P2PSettings.from_mapping`. Oracle: settings
+  or :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fuzz_support import WEIRD, fuzz_modes, mutate_bytes, mutate_value, run_target
+from hypothesis import strategies as st
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from fraudnet.adapters.p2p.settings import P2PSettings
+from fraudnet.config import load_settings, render_default_toml
+from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
+from fraudnet.core.policy import PolicyEngine, PolicyHolder, load_bundle
+from fraudnet.core.policy.inputs import PolicyInput
+from fraudnet.core.scoring import decode_model, encode_model
+from fraudnet.errors import ConfigError, ModelError, PolicyError
+from fraudnet.training.convert import compile_sklearn
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLES = [p.read_bytes() for p in sorted((ROOT / "examples" / "policies").glob("*.toml"))]
+
+# -- policy bundles ------------------------------------------------------------------
+
+_TOKENS = ["amount", "score", "mcc", "channel", "country", "hour", "card_count_1h", "x",
+           "in_list", "(", ")", "[", "]", ",", "and", "or", "not", "in", "==", "!=", "<", "<=",
+           ">", ">=", "+", "-", "*", "/", "%", "1", "0", "-1", "1e308", "1e999", "0.0", "nan",
+           '"ecom"', "'", '"', "9" * 400, "true", "abs(", "min(", "max(", "log(", "velocity("]  # fmt: skip
+_HEADER = '[policy]\nname = "fuzz"\nversion = 1\n\n[[velocity]]\nid = "card_count_1h"\n' \
+          'entity = "card"\nmeasure = "count"\nwindow = "1h"\n\n'  # fmt: skip
+
+
+@st.composite
+def conditions(draw: st.DrawFn) -> bytes:
+    toks = draw(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=30))
+    when = " ".join(toks)
+    if draw(st.integers(0, 10)) == 0:
+        when = "(" * draw(st.integers(50, 5000)) + when + ")" * draw(st.integers(0, 5000))
+    when = when.replace("\\", "").replace("'''", "")
+    rule = f"[[rules]]\nid = \"r1\"\nversion = 1\ndescription = \"d\"\naction = \"review\"\n" \
+           f"when = '''{when}'''\n"  # fmt: skip
+    return (_HEADER + rule).encode()
+
+
+_BATCH = PolicyInput.from_arrays(
+    ts_s=1.7e9 + np.arange(6) * 10.0, amount=np.array([0.0, 1.0, 1e9, 5.0, 0.01, 250.0]),
+    card_key=np.arange(6).astype(np.uint64), terminal_key=np.zeros(6, dtype=np.uint64),
+    score=np.linspace(0, 1, 6), mcc=np.array([5411, 5732, -1, 0, 4829, 9999]),
+    features=np.random.default_rng(2).normal(size=(6, len(FEATURE_NAMES))),
+)  # fmt: skip
+
+
+def _check_bundle(data: bytes) -> None:
+    bundle = load_bundle(data, "fuzz.toml")
+    engine = PolicyEngine(PolicyHolder(bundle, now_us=0))
+    with np.errstate(all="ignore"):
+        res = engine.evaluate_many([str(i) for i in range(6)], _BATCH, 1.7e9).live
+    assert len(res) == 6
+
+
+# -- model files ----------------------------------------------------------------------
+
+
+def _models() -> list[bytes]:
+    names = default_model_features()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, len(names)))
+    y = (x[:, 0] + rng.normal(size=300) > 1).astype(int)
+    rf = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0).fit(x, y)
+    lr = LogisticRegression(max_iter=200).fit(x, y)
+    return [encode_model(compile_sklearn(m, names, FeatureConfig())) for m in (rf, lr)]
+
+
+MODELS = _models()
+_X = np.random.default_rng(1).normal(size=(20, len(default_model_features())))
+
+
+@st.composite
+def model_files(draw: st.DrawFn) -> bytes:
+    data = draw(st.sampled_from(MODELS))
+    if draw(st.booleans()):
+        magic = (b"\xff\xff\xff\x7f", b"\x00\x00\x00\x00", b'"shape": [', b"-1", b"1e400", b"[[[[")
+        return draw(mutate_bytes([data], magic=magic))
+    # structure-aware: change values inside the JSON header (shapes, offsets, dtypes, meta)
+    (hlen,) = struct.unpack_from("<I", data, 4)
+    header = json.loads(data[8 : 8 + hlen])
+    header = draw(mutate_value([header]))
+    raw = json.dumps(header, default=repr).encode()
+    return data[:4] + struct.pack("<I", len(raw)) + raw + data[8 + hlen :]
+
+
+def _check_model(data: bytes) -> None:
+    model = decode_model(data, "fuzz.model")
+    with np.errstate(all="ignore"):
+        scores, _contrib = model.predict_many(_X[:, : len(model.feature_names)])
+    assert scores.shape == (20,)
+
+
+# -- config ------------------------------------------------------------------------------
+
+_CFG_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-cfg-"))
+_P2P = (
+    '\n[p2p]\nlisten = "/ip4/127.0.0.2/tcp/4001"\nnetwork_id = "net"\n'
+    'network_key_file = "network.key"\nflush_interval_ms = 100\n'
+    'peers = ["/ip4/127.0.0.3/tcp/4001/p2p/12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq"]\n'
+    f'members = {{ bank-a = "{"ab" * 32}", bank-b = "{"cd" * 32}" }}\n'
+)
+CONFIGS = [
+    render_default_toml("node-a", "bank-a", "127.0.0.1:8080").encode(),
+    (render_default_toml("node-b", "bank-b", "127.0.0.1:8081") + _P2P).encode(),
+]
+_P2P_TABLE = tomllib.loads(_P2P)["p2p"]
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> tuple[int, Any]:
+    if draw(st.integers(0, 2)) == 0:
+        return 1, draw(mutate_value([_P2P_TABLE]))
+    magic = (b"[[", b"]]", b'"""', b"= ", b"\n[api]\n", b"\x00", b"inf", b"1e999", b"{", b"[" * 900)
+    return 0, draw(mutate_bytes(CONFIGS, magic=magic))
+
+
+def _check_config(case: tuple[int, Any]) -> None:
+    kind, value = case
+    if kind == 1:
+        P2PSettings.from_mapping(value, "node.toml", base_dir=_CFG_DIR)
+        return
+    (_CFG_DIR / "node.toml").write_bytes(value)
+    s = load_settings(_CFG_DIR, env={})
+    if "p2p" in s.extra:
+        P2PSettings.from_mapping(s.extra["p2p"], "node.toml", base_dir=_CFG_DIR)
+
+
+# -- the targets -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", fuzz_modes())
+def test_fuzz_policy_bundles(mode: str) -> None:
+    magic = (b"[[rules]]\n", b'"""', b"'''", b"(" * 600, b" and ", b"\n\n", b"= ", b"\x00", b"\\u")
+    cases = st.one_of(mutate_bytes(BUNDLES, magic=magic), conditions())
+    run_target("policy_bundle", mode, cases, _check_bundle, (PolicyError,))
+
+
+@pytest.mark.parametrize("mode", fuzz_modes())
+def test_fuzz_model_files(mode: str) -> None:
+    run_target("model_file", mode, model_files(), _check_model, (ModelError,))
+
+
+@pytest.mark.parametrize("mode", fuzz_modes())
+def test_fuzz_node_config(mode: str) -> None:
+    run_target("node_config", mode, configs(), _check_config, (ConfigError,))
+
+
+def test_seeds_load() -> None:
+    for b in BUNDLES:
+        _check_bundle(b)
+    for m in MODELS:
+        _check_model(m)
+    for c in CONFIGS:
+        _check_config((0, c))
+    assert WEIRD is not None
+
+
+def test_model_header_nested_too_deeply_is_a_model_error() -> None:
+    head = b"[" * 100_000
+    with pytest.raises(ModelError, match="corrupt header"):
+        decode_model(b"FNMD" + struct.pack("<I", len(head)) + head)
