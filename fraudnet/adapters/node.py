@@ -46,6 +46,7 @@ from .storage.keys import load_api_token, load_local_secret, load_node_key
 from .stream.app import NodeApp, create_app
 from .stream.broker import EmbeddedBroker
 from .stream.ingest import IngestService
+from .stream.ingest_proc import IngestProcess
 
 __all__ = ["Node", "build_node", "configure_logging", "run_node"]
 
@@ -103,6 +104,22 @@ def load_scorer(settings: Settings) -> Scorer:
     return BaselineScorer()
 
 
+#: interim switch for ingest in a second process (ADR 0502) until ``[ingest]`` has a key for
+#: it; a name the settings loader ignores (FRAUDNET_INGEST_* would be an unknown key)
+INGEST_PROCESS_ENV = "FRAUDNET_INGESTPROC"
+
+
+def ingest_process_wanted(settings: Settings) -> bool:
+    """Ingest in a second process: ``FRAUDNET_INGESTPROC=1``, and no ``[p2p]`` (network
+    pseudonyms are computed at ingest by the network bridge, which lives in this process)."""
+    if os.environ.get(INGEST_PROCESS_ENV, "0") != "1":
+        return False
+    if "p2p" in settings.extra:
+        log.warning("%s=1 ignored: [p2p] needs ingest in the node process", INGEST_PROCESS_ENV)
+        return False
+    return True
+
+
 def config_digest(settings: Settings) -> str:
     """SHA-256 of node.toml as loaded (recorded in the audit log at start)."""
     import hashlib
@@ -119,7 +136,7 @@ class Node:
     core: NodeCore
     runtime: NodeRuntime
     app: NodeApp
-    ingest: IngestService
+    ingest: IngestService | IngestProcess
     http: HttpService
     dedup: DedupStore
     audit: AsyncAuditLog
@@ -201,15 +218,19 @@ def build_node(settings: Settings) -> Node:
     runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)
     names = app.fraudnet_topics
-    ingest = IngestService(
-        runtime,
-        bootstrap=bootstrap,
-        topic=names.tx_in,
-        group_id=f"fraudnet-{settings.node.name}-ingest",
-        fmt=settings.ingest.format,
-        batch_max=settings.ingest.batch_max,
-        linger_ms=settings.ingest.linger_ms,
-    )
+    ingest: IngestService | IngestProcess
+    if ingest_process_wanted(settings):
+        ingest = IngestProcess(runtime, node_dir=node_dir, bootstrap=bootstrap)
+    else:
+        ingest = IngestService(
+            runtime,
+            bootstrap=bootstrap,
+            topic=names.tx_in,
+            group_id=f"fraudnet-{settings.node.name}-ingest",
+            fmt=settings.ingest.format,
+            batch_max=settings.ingest.batch_max,
+            linger_ms=settings.ingest.linger_ms,
+        )
     outputs = app.fraudnet_outputs
 
     async def send_labels(values: list[bytes]) -> None:
@@ -380,6 +401,8 @@ class _Lifecycle(Service):
 async def _drain_before_stop(node: Node) -> None:
     """Stop ingesting, wait (bounded) for in-flight batches, flush outputs."""
     node.ingest.pause()
+    if isinstance(node.ingest, IngestProcess):  # its final counts, before node_stop
+        await node.ingest.wait_stopped()
     try:
         await node.runtime.drain(timeout=10.0)
     except Exception as e:

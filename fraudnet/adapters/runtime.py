@@ -43,7 +43,14 @@ from .metrics import NodeMetrics
 from .storage.dedup import DedupStore
 from .stream.dedup_filter import FilteredDedup
 
-__all__ = ["BatchResult", "DecideResult", "NodeRuntime", "OutputTopics", "now_us"]
+__all__ = [
+    "EXTERNAL_BATCH_PREFIX", "BatchResult", "DecideResult", "NodeRuntime", "OutputTopics",
+    "now_us",
+]  # fmt: skip
+
+#: batch ids of batches published by the ingest process (stream/ingest_proc.py): their
+#: capacity is the child's to track; the runtime reports each one decided instead
+EXTERNAL_BATCH_PREFIX = "x:"
 
 log = logging.getLogger("fraudnet.node")
 
@@ -125,6 +132,8 @@ class NodeRuntime:
         self.snapshots: Any = None
         #: called (once per failure) when the node must stop: a durable write failed
         self.on_fatal: Callable[[BaseException], None] | None = None
+        #: called with the id of each decided ``x:`` batch (the ingest process's), in order
+        self.on_external_done: Callable[[str], None] | None = None
 
     # -- wiring ---------------------------------------------------------------
     def attach(self, topics: OutputTopics) -> None:
@@ -303,6 +312,7 @@ class NodeRuntime:
         path: str,
     ) -> None:
         fut = self._waiters.pop(batch_id, None) if batch_id else None
+        external = batch_id.startswith(EXTERNAL_BATCH_PREFIX)
         # Start making this batch durable now, while earlier batches still wait for
         # theirs: its audit records are appended in arrival order (these tasks start in
         # FIFO order and append before their first await) and ride the same group
@@ -316,6 +326,8 @@ class NodeRuntime:
             if decisions:
                 await self.topics.send_decisions(encode_decisions(decisions))
             self.batches_decided += 1
+            if external and self.on_external_done is not None:
+                self.on_external_done(batch_id)
         except Exception as e:
             # The audit log or the de-dup store failed: nothing of this batch was
             # acknowledged. Fail-stop rather than decide without a durable record.
@@ -327,7 +339,8 @@ class NodeRuntime:
                 self.on_fatal(e)
             return
         finally:
-            self._release_one()
+            if not external:
+                self._release_one()
         if fut is not None and not fut.done():
             fut.set_result(BatchResult(decided=len(decisions), duplicates=dups))
 
