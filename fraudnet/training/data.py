@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +26,7 @@ import numpy.typing as npt
 from fraudnet.core.records import TxColumns
 from fraudnet.errors import InputError
 
-__all__ = ["REQUIRED", "TxTable", "load_csv"]
+__all__ = ["REQUIRED", "TxTable", "from_generated", "load_csv"]
 
 REQUIRED: Final = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT",
                    "TX_FRAUD")  # fmt: skip
@@ -141,3 +143,35 @@ def load_csv(path: str | Path) -> TxTable:
         fraud=fraud.astype(np.int8)[order],
         scenario=num[:, 5].astype(np.int8)[order] if has_scen else None,
     )
+
+
+def from_generated(records: Iterable[Mapping[str, Any]]) -> TxTable:
+    """A table of records of the built-in generator (:mod:`fraudnet.replay.generator`).
+
+    Card numbers and terminal ids become dense integer ids in order of first
+    appearance (never the card number itself); amounts are taken as they are
+    (the generator's currency mix is ignored); ``label`` and ``scenario`` are
+    kept. :class:`InputError` on a record without those fields.
+    """
+    cards: dict[str, int] = {}
+    terms: dict[str, int] = {}
+    rows: list[tuple[float, int, int, float, int, int]] = []
+    for i, r in enumerate(records):
+        try:
+            ts = datetime.fromisoformat(str(r["timestamp"]).replace("Z", "+00:00"))
+            c = cards.setdefault(str(r["card"]), len(cards))
+            t = terms.setdefault(str(r["terminal_id"]), len(terms))
+            rows.append((ts.timestamp(), c, t, float(r["amount"]), int(r["label"]),
+                         int(r.get("scenario", 0))))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"generated record {i}: {e}") from None
+    if not rows:
+        raise InputError("generated records: none")
+    arr = np.array(rows, dtype=np.float64)
+    order = np.lexsort((np.arange(len(rows)), arr[:, 0]))
+    arr = arr[order]
+    return TxTable(
+        tx_id=order.astype(np.int64), ts_s=arr[:, 0], customer=arr[:, 1].astype(np.int64),
+        terminal=arr[:, 2].astype(np.int64), amount=arr[:, 3], fraud=arr[:, 4].astype(np.int8),
+        scenario=arr[:, 5].astype(np.int8),
+    )  # fmt: skip

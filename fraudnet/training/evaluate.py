@@ -134,12 +134,17 @@ def _network(
     """Network mode (see fraudnet.training.network); fills ``score`` on test rows."""
     from_s = float(start_day) * DAY_S
     logs = []
+    prefixes = ("CARD_", "TERM_") if opts.signal_scores == "entity" else ("",)
     for sub, x in zip(subs, xs, strict=True):
-        s_model = signal_model(sub, x, start_day, train_days, delay_days, cls, fs, config, jobs)
-        local = np.full(len(sub), np.nan)
         live = sub.ts_s >= from_s
-        local[live], _ = s_model.predict_many(x[live])
-        logs.append(emit_signals(sub, local, from_s, float(delay_days), opts))
+        local = []
+        for prefix in prefixes:
+            s_model = signal_model(sub, x, start_day, train_days, delay_days, cls, fs, config,
+                                   jobs, prefix)  # fmt: skip
+            sc = np.full(len(sub), np.nan)
+            sc[live], _ = s_model.predict_many(x[live])
+            local.append(sc)
+        logs.append(emit_signals(sub, local[0], from_s, float(delay_days), opts, local[-1]))
     members = [f"member-{k}" for k in range(len(subs))]
     train_rows = 0
     neutral_score = np.full(len(table), np.nan)
@@ -181,7 +186,7 @@ def _network(
         "network_options": {
             "propagation_s": opts.propagation_s, "threshold": opts.threshold,
             "budget": opts.budget, "ttl_s": opts.ttl_s, "label_signals": opts.label_signals,
-            "terminal_signals": opts.terminal_signals,
+            "terminal_signals": opts.terminal_signals, "signal_scores": opts.signal_scores,
         },
         "without_network_evidence": ablation,
     }  # fmt: skip

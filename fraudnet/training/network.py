@@ -77,6 +77,10 @@ class NetworkOptions:
     label_signals: bool = True
     #: transactions also offer their terminal
     terminal_signals: bool = True
+    #: ``entity``: a card is signalled from a local model on the card's own features,
+    #: a terminal from one on the terminal's (a compromised terminal says nothing about
+    #: the cards used there); ``transaction``: both from the transaction's local model
+    signal_scores: str = "entity"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.propagation_s <= 3600.0:
@@ -84,6 +88,8 @@ class NetworkOptions:
         if not 0.0 < self.ttl_s <= 30 * DAY_S:
             raise ConfigError(f"signal ttl {self.ttl_s} s: expected (0, 30 days]")
         SignalPolicy(threshold=self.threshold, budget=self.budget)  # validates both
+        if self.signal_scores not in ("entity", "transaction"):
+            raise ConfigError(f"signal scores {self.signal_scores!r}: entity or transaction")
 
     def policy(self) -> SignalPolicy:
         return SignalPolicy(
@@ -112,14 +118,17 @@ def emit_signals(
     from_s: float,
     delay_days: float,
     opts: NetworkOptions,
+    terminal_scores: F64 | None = None,
 ) -> SignalLog:
     """Run member ``sub``'s events from ``from_s`` through its :class:`SignalPolicy`.
 
-    ``local_scores[i]`` is the local-only score of ``sub``'s row ``i`` (NaN or
-    anything for rows before ``from_s``: unused). Events: each transaction at
-    its time (offers its card, then its terminal), each fraud label at
-    transaction time + ``delay_days`` (offers the card, score 1).
+    ``local_scores[i]`` is the local-only score of ``sub``'s row ``i`` for its
+    card (and for its terminal unless ``terminal_scores`` is given); rows before
+    ``from_s`` are unused. Events: each transaction at its time (offers its
+    card, then its terminal), each fraud label at transaction time +
+    ``delay_days`` (offers the card, score 1).
     """
+    term_scores = local_scores if terminal_scores is None else terminal_scores
     pol = opts.policy()
     rows = np.flatnonzero(sub.ts_s >= from_s)
     lab_rows = np.flatnonzero(sub.fraud == 1) if opts.label_signals else np.zeros(0, np.int64)
@@ -155,7 +164,8 @@ def emit_signals(
             out.append(sig)
             origin["transaction_card"] += 1
         if opts.terminal_signals:
-            sig = pol.offer("terminal", pseudonym_of(terms[r]), s, now, n_tx=1)
+            ts = float(term_scores[r])
+            sig = pol.offer("terminal", pseudonym_of(terms[r]), ts, now, n_tx=1)
             if sig is not None:
                 times.append(t)
                 out.append(sig)
@@ -193,15 +203,24 @@ def network_matrix(
 
 def signal_model(
     sub: TxTable, x: F64, start_day: int, train_days: int, delay_days: int,
-    cls: str, fs: str, config: FeatureConfig, jobs: int,
+    cls: str, fs: str, config: FeatureConfig, jobs: int, prefix: str = "",
 ) -> CompiledModel:  # fmt: skip
     """``S_k``: local-only, fitted on the ``train_days`` ending ``delay_days`` before
-    ``start_day`` (so deployable on ``start_day``)."""
-    res = train(
-        sub, x, start_day=start_day - train_days - delay_days, train_days=train_days,
-        delay_days=delay_days, candidates=[cls], feature_set=fs, config=config, jobs=jobs,
-    )  # fmt: skip
-    return res.model
+    ``start_day`` (so deployable on ``start_day``). ``prefix`` (``CARD_``,
+    ``TERM_``): only the feature set's columns of that entity."""
+    first = start_day - train_days - delay_days
+    if not prefix:
+        res = train(
+            sub, x, start_day=first, train_days=train_days, delay_days=delay_days,
+            candidates=[cls], feature_set=fs, config=config, jobs=jobs,
+        )  # fmt: skip
+        return res.model
+    names = tuple(n for n in FEATURE_SETS[fs] if n.startswith(prefix))
+    if not names:
+        raise ConfigError(f"feature set {fs!r} has no {prefix}* column for entity signals")
+    mask = (sub.day >= first) & (sub.day < first + train_days)
+    est = fit(cls, x[mask][:, feature_index(list(names))], sub.fraud[mask], jobs)
+    return compile_sklearn(est, names, config, {"candidate": cls, "signal_entity": prefix})
 
 
 def fit_network_model(
