@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "consensus": ("fraudnet.bench.consensus", "Verdict formation latency across N node processes."),
     "overload": ("fraudnet.bench.overload", "Node at 2x capacity: shedding, memory, nothing lost."),
     "soak": ("fraudnet.bench.soak", "Node at a steady rate for N minutes: RSS and fd slopes."),
+    "flood": ("fraudnet.bench.flood", "Member floods bad envelopes at 100x quota: graylisting."),
 }
 
 

@@ -17,7 +17,9 @@ with ``/mplex/6.7.0`` as fallback, GossipSub ``/meshsub/1.2.0`` and
 * message ids are content addressed (SHA-256 of the envelope): py-libp2p's
   seqno restarts at ``time()`` on restart and would collide in seen-caches;
 * the subscription queue (32 messages) is bypassed: accepted envelopes are
-  handed to the bridge from the topic validator, the queue is only drained.
+  handed to the bridge from the topic validator, the queue is only drained;
+* peer scoring (P4 invalid messages, author responsibility, a graylist gate
+  before validation) is configured by :mod:`.scoring`.
 
 Only configured member peer ids may connect: ``Swarm.add_conn`` is gated, so
 a connection of an outsider is closed after the Noise handshake (which proves
@@ -46,12 +48,12 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub, get_content_addressed_msg_id
-from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from fraudnet.core.signals import Outcome, Validator
 
+from .scoring import AUTHOR_FAULTS, GatedPubsub, ScoreWatch, score_params
 from .settings import P2PSettings
 
 __all__ = ["HostRuntime", "TopicValidatorFn", "libp2p_keypair", "peer_id_of"]
@@ -106,6 +108,9 @@ class HostRuntime:
         self.address = ""
         self._ignore_pending = False
         self._rng = random.Random(int.from_bytes(self.my_id.to_bytes()[-8:], "big"))
+        self.watch = ScoreWatch(
+            {peer_id_of(pk): name for name, pk in settings.members.items()}, clock
+        )
 
     # -- construction ---------------------------------------------------
     def build(self) -> tuple[Any, Pubsub, GossipSub]:
@@ -147,12 +152,7 @@ class HostRuntime:
             max_messages_per_topic_per_second=max(200.0, 2.0 * per_node * max(2, len(s.members))),
             eclipse_protection_enabled=False,
             min_mesh_diversity_ips=1,
-            score_params=ScoreParams(
-                p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.98),
-                publish_threshold=-50.0,
-                gossip_threshold=-50.0,
-                graylist_threshold=-80.0,
-            ),
+            score_params=score_params(s.heartbeat_ms / 1000.0),
         )
         assert gossipsub.scorer is not None
         scorer = gossipsub.scorer
@@ -167,9 +167,10 @@ class HostRuntime:
             original_invalid(peer, topic)
 
         scorer.on_invalid_message = on_invalid  # type: ignore[method-assign]
-        pubsub = Pubsub(
+        pubsub = GatedPubsub(
             host,
             gossipsub,
+            counters=self.counters,
             strict_signing=True,
             msg_id_constructor=get_content_addressed_msg_id,
             allowed_topics={s.topic, *self.extra_topics},
@@ -189,12 +190,19 @@ class HostRuntime:
             if forwarder == self.my_id:
                 return True  # our own publish: signed by us just now
             now_us = int(self.clock() * 1_000_000)
+            self.counters["p2p_validations"] += 1
             verdict = self.validator.validate(bytes(msg.data), now_us)
             if verdict.outcome is Outcome.ACCEPT:
                 self.counters["p2p_received_envelopes"] += 1
                 self.on_accept(verdict.payload)
                 return True
             if verdict.outcome is Outcome.IGNORE:
+                if verdict.reason in AUTHOR_FAULTS and bytes(msg.from_id) == forwarder.to_bytes():
+                    # the forwarder authored it: its own stale/replayed/future/over-quota
+                    # envelope is its fault, so REJECT (penalise) -- see .scoring
+                    self.counters["p2p_author_penalised"] += 1
+                    self.counters["p2p_rejects_forwarded"] += 1
+                    return False
                 self._ignore_pending = True
             else:
                 self.counters["p2p_rejects_forwarded"] += 1
@@ -282,6 +290,13 @@ class HostRuntime:
                     next_try[pid] = trio.current_time() + delay
                     backoff[pid] = min(s.redial_max_ms / 1000.0, backoff[pid] * 2)
             await trio.sleep(0.1)
+
+    async def watch_scores(self, gossipsub: GossipSub) -> None:
+        """Snapshot the members' peer scores once per heartbeat (see :class:`ScoreWatch`)."""
+        while True:
+            await trio.sleep(self.settings.heartbeat_ms / 1000.0)
+            if gossipsub.scorer is not None:
+                self.watch.update(gossipsub.scorer, self.settings.topic)
 
     def connected_peers(self) -> int:
         if self.host is None:

@@ -97,6 +97,9 @@ _COUNTERS = (
     "p2p_topic_ignored",
     "p2p_topic_oversize",
     "p2p_topic_rate_limited",
+    "p2p_validations",
+    "p2p_dropped_graylisted",
+    "p2p_author_penalised",
 )
 
 
@@ -382,6 +385,20 @@ class P2PService:
         except trio.RunFinishedError:
             swap()
 
+    @property
+    def native_thread_id(self) -> int | None:
+        """OS id of the p2p thread (for per-thread CPU accounting), None when stopped."""
+        t = self._thread
+        return None if t is None else t.native_id
+
+    def peer_scores(self) -> dict[str, float]:
+        """Member id -> GossipSub score at the last heartbeat (thread-safe read)."""
+        return self.runtime.watch.snapshot()
+
+    def graylisted_at(self) -> dict[str, float]:
+        """Member id -> clock time it was first graylisted (thread-safe read)."""
+        return dict(self.runtime.watch.first_graylisted)
+
     def highest_seq(self, signer: str) -> int:
         """Highest sequence number accepted from ``signer`` (-1 if none)."""
         return self.validator.highest_seq(signer)
@@ -393,6 +410,7 @@ class P2PService:
         out.update(self.validator.counters)
         out.update(self.batcher.counters)
         out["p2p_connected_members"] = self.runtime.connected_peers()
+        out["p2p_graylisted_peers"] = len(self.runtime.watch.graylisted)
         out["p2p_next_seq"] = self.batcher.next_seq
         return out
 
@@ -430,6 +448,7 @@ class P2PService:
                     nursery.start_soon(self._flush_loop, pubsub)
                     nursery.start_soon(self._persist_loop)
                     nursery.start_soon(self._raw_loop, pubsub)
+                    nursery.start_soon(self.runtime.watch_scores, gossipsub)
                     self._token = trio.lowlevel.current_trio_token()
                     self._ready.set()
                     await trio.sleep_forever()

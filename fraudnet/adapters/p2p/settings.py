@@ -138,6 +138,14 @@ class P2PSettings:
                 raise bad(key, f"must be a number in [{lo}, {hi}]")
             return float(v)
 
+        flush_ms = integer("flush_interval_ms", 1, 60_000)
+        rate = number("member_rate_per_s", 0.01, 10_000)
+        if 1000.0 / flush_ms > rate:
+            # an honest author sends <= 1000/flush_interval_ms envelopes a second; over
+            # the quota its own envelopes would be penalised (adapters/p2p/scoring.py)
+            raise bad(
+                "member_rate_per_s", f"must be >= 1000 / flush_interval_ms ({1000.0 / flush_ms:g})"
+            )
         redial_min = integer("redial_min_ms", 10, 600_000)
         redial_max = integer("redial_max_ms", 10, 3_600_000)
         if redial_max < redial_min:
@@ -149,12 +157,12 @@ class P2PSettings:
             network_key_file=key_file,
             peers=tuple(peers_raw),
             state_dir=state_dir,
-            flush_interval_ms=integer("flush_interval_ms", 1, 60_000),
+            flush_interval_ms=flush_ms,
             heartbeat_ms=integer("heartbeat_ms", 50, 10_000),
             key_grace_s=integer("key_grace_s", 0, 30 * 86400),
             max_skew_ms=integer("max_skew_ms", 0, 3_600_000),
             max_age_ms=integer("max_age_ms", 100, 86_400_000),
-            member_rate_per_s=number("member_rate_per_s", 0.01, 10_000),
+            member_rate_per_s=rate,
             member_burst=number("member_burst", 1, 100_000),
             inbound_queue=integer("inbound_queue", 1, 1_000_000),
             outbound_pending=integer("outbound_pending", 1, 1_000_000),

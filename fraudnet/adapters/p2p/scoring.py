@@ -1,0 +1,114 @@
+"""GossipSub peer scoring of the signals network: parameters, the graylist gate, accounting.
+
+Theory of operation (the protocol side is in ``docs/protocol.md``, "Peer scoring"):
+
+* Only P4 (invalid messages) is used. Every message a peer forwards that our
+  validator REJECTs adds 1 to that peer's invalid-message counter on the topic;
+  the topic score is ``-P4_WEIGHT * min(counter, P4_CAP)`` and the counter decays
+  by half every :data:`P4_HALF_LIFE_S` (applied per heartbeat). IGNORE outcomes
+  never count (GossipSub v1.1: an honest relay may forward something merely
+  stale or duplicate).
+* **Author responsibility.** When the forwarding peer is also the libp2p
+  originator of the message (``from_id == forwarder``), the peer authored it,
+  and an honest author never publishes a replayed, stale, future-dated or
+  over-quota envelope of its own (it flushes at most ``1000 / flush_interval_ms``
+  envelopes a second, which settings keep under the per-member quota). Those
+  IGNORE reasons are therefore escalated to REJECT for the author only
+  (:data:`AUTHOR_FAULTS`, counter ``p2p_author_penalised``); relays keep IGNORE.
+* **Graylist.** A peer whose score is below :data:`GRAYLIST_THRESHOLD` is
+  graylisted: :class:`GatedPubsub` drops every message it forwards *before*
+  validation -- before the libp2p signature check and our validator -- and
+  counts it (``p2p_dropped_graylisted``). ``publish_threshold`` equals the
+  graylist threshold so py-libp2p's own gate agrees, and we neither gossip to
+  (``GOSSIP_THRESHOLD``) nor publish to a peer below them.
+* With weight 10 the 9th REJECT graylists a peer (score -90 < -80). A steady
+  flooder's counter then decays from 9 to 8 in ``log2(9/8) * 60 s`` ~ 10 s, when
+  one more of its messages is validated and re-graylists it: a flooder costs
+  about one validation per 10 s whatever its rate.
+
+Everything here runs on the trio thread except :meth:`ScoreWatch.snapshot`
+readers, which only read a dict replaced atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+__all__ = [
+    "AUTHOR_FAULTS",
+    "GOSSIP_THRESHOLD",
+    "GRAYLIST_THRESHOLD",
+    "P4_CAP",
+    "P4_HALF_LIFE_S",
+    "P4_WEIGHT",
+    "GatedPubsub",
+    "ScoreWatch",
+    "score_params",
+]
+
+P4_WEIGHT: Final = 10.0
+P4_CAP: Final = 100.0
+P4_HALF_LIFE_S: Final = 60.0
+GOSSIP_THRESHOLD: Final = -40.0
+GRAYLIST_THRESHOLD: Final = -80.0
+#: validator IGNORE reasons that are the *author's* fault (escalated to REJECT for it)
+AUTHOR_FAULTS: Final = frozenset({"replay", "expired", "clock_skew", "rate_limited"})
+
+
+def score_params(heartbeat_s: float) -> ScoreParams:
+    """The signals network's peer-score parameters for a heartbeat of ``heartbeat_s``."""
+    decay = 0.5 ** (heartbeat_s / P4_HALF_LIFE_S)
+    return ScoreParams(
+        p4_invalid_messages=TopicScoreParams(weight=P4_WEIGHT, cap=P4_CAP, decay=decay),
+        publish_threshold=GRAYLIST_THRESHOLD,
+        gossip_threshold=GOSSIP_THRESHOLD,
+        graylist_threshold=GRAYLIST_THRESHOLD,
+    )
+
+
+class GatedPubsub(Pubsub):
+    """``Pubsub`` that drops (and counts) messages forwarded by graylisted peers first."""
+
+    def __init__(self, *args: Any, counters: dict[str, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fn_counters = counters
+
+    async def push_msg(self, msg_forwarder: ID, msg: Any) -> None:
+        scorer = getattr(self.router, "scorer", None)
+        if (
+            scorer is not None
+            and msg_forwarder != self.host.get_id()
+            and scorer.is_graylisted(msg_forwarder, list(msg.topicIDs))
+        ):
+            self._fn_counters["p2p_dropped_graylisted"] += 1
+            return
+        await super().push_msg(msg_forwarder, msg)
+
+
+class ScoreWatch:
+    """Per-heartbeat snapshot of the members' scores and when each was first graylisted."""
+
+    def __init__(self, names: Mapping[ID, str], clock: Callable[[], float] = time.time) -> None:
+        self._names = dict(names)
+        self._clock = clock
+        self.scores: dict[str, float] = {}
+        self.first_graylisted: dict[str, float] = {}
+        self.graylisted: frozenset[str] = frozenset()
+
+    def update(self, scorer: Any, topic: str) -> None:
+        """Recompute on the trio thread; readers see whole dicts (atomic assignment)."""
+        scores = {name: float(scorer.score(pid, [topic])) for pid, name in self._names.items()}
+        gray = frozenset(n for n, s in scores.items() if s < GRAYLIST_THRESHOLD)
+        now = self._clock()
+        for n in gray - self.graylisted:
+            self.first_graylisted.setdefault(n, now)
+        self.scores, self.graylisted = scores, gray
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.scores)
