@@ -40,6 +40,7 @@ from .metrics import NodeMetrics
 from .runtime import NodeRuntime, now_us
 from .storage.audit_async import AsyncAuditLog
 from .storage.audit_log import open_audit_log
+from .storage.audit_settings import audit_policy_from
 from .storage.dedup import DedupStore
 from .storage.journal_recovery import settle_intents
 from .storage.keys import load_api_token, load_local_secret, load_node_key
@@ -200,7 +201,13 @@ def build_node(settings: Settings) -> Node:
     metrics = NodeMetrics()
     dedup = DedupStore(node_dir / "state" / "dedup.sqlite")
     network_id = str(settings.extra.get("p2p", {}).get("network_id", "fraudnet"))
-    audit = AsyncAuditLog(open_audit_log(node_dir / "audit", node_key, network_id=network_id))
+    audit_policy = audit_policy_from(settings.extra.get("audit"), str(node_dir / "node.toml"))
+    if not audit_policy.fsync:
+        log.warning("[audit] fsync = false: decisions are answered before their audit records "
+                    "reach the disk (they survive a process crash, not a power loss)")  # fmt: skip
+    audit = AsyncAuditLog(
+        open_audit_log(node_dir / "audit", node_key, network_id=network_id, policy=audit_policy)
+    )
     # a crash between a fold and its de-dup row left journal intents: record their
     # decisions (once) before anything reads the store (storage/journal.py)
     settle_intents(dedup, audit.log, actor=actor,
@@ -390,6 +397,7 @@ class _Lifecycle(Service):
                         "model_id": node.core.scorer.model_id,
                         "config_sha256": config_digest(node.settings),
                         "version": __version__,
+                        "audit_fsync": node.audit.log.policy.fsync,
                     },
                 )
             ]
