@@ -35,14 +35,14 @@ import click
               help="network mode: signals per decided transaction, at most")  # fmt: skip
 @click.option(
     "--signal-ttl-hours",
-    default=24.0,
+    default=168.0,
     show_default=True,
     type=float,
     help="network mode: a signal's time to live (the network features' window)",
 )
 @click.option(
     "--label-signals/--no-label-signals",
-    default=True,
+    default=False,
     show_default=True,
     help="network mode: confirmed frauds (delay_days old) signal their card",
 )

@@ -73,7 +73,7 @@ def test_emit_signals_respects_budget_threshold_and_label_delay() -> None:
     sub = _tiny(rows)
     sub.fraud[10] = 1
     scores = np.linspace(0, 1, len(sub))
-    opts = NetworkOptions(threshold=0.2, budget=0.05, terminal_signals=True)
+    opts = NetworkOptions(threshold=0.2, budget=0.05, terminal_signals=True, label_signals=True)
     log = emit_signals(sub, scores, t0, 7.0, opts)
     assert len(log.signals) <= 0.05 * log.transactions + 5
     kinds = {s.kind for s in log.signals}
