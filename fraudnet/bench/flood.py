@@ -281,6 +281,7 @@ def run(
         cpu1 = _thread_cpu_s(victim.native_thread_id)
         gray_at = victim.graylisted_at().get("flooder")
         scores = victim.peer_scores()
+        lowest = dict(victim.runtime.watch.lowest)
         cmd_q.put(("stop",))
         out_q.get(timeout=30)
     finally:
@@ -313,11 +314,14 @@ def run(
         "flood_validations": flood_validations,
         "dropped_before_validation": d("p2p_dropped_graylisted"),
         "time_to_graylist_s": None if gray_at is None else round(gray_at - wall0, 2),
-        "flooder_score": round(scores.get("flooder", 0.0), 1),
+        "flooder_lowest_score": round(lowest.get("flooder", 0.0), 1),
+        "flooder_score_at_end": round(scores.get("flooder", 0.0), 1),
         "honest_score": round(scores.get("honest", 0.0), 1),
         "rejected": {k: d(f"signals_reject_{k}") for k in ("bad_signature", "wrong_network")},
         "ignored": {k: d(f"signals_ignore_{k}") for k in ("replay", "expired", "clock_skew")},
         "author_penalised": d("p2p_author_penalised"),
+        "bans": d("p2p_peers_banned"),
+        "reconnects_refused": d("p2p_conn_refused_banned"),
         "accepted_from_flooder": flooder_accepted,
         "honest_signals": honest_sent,
         "honest_delivered": len(lat),

@@ -56,7 +56,11 @@ from fraudnet.core.signals import Outcome, Validator
 from .scoring import AUTHOR_FAULTS, GatedPubsub, ScoreWatch, score_params
 from .settings import P2PSettings
 
-__all__ = ["HostRuntime", "TopicValidatorFn", "libp2p_keypair", "peer_id_of"]
+__all__ = ["BAN_MAX_S", "BAN_S", "HostRuntime", "TopicValidatorFn", "libp2p_keypair", "peer_id_of"]
+
+#: first ban of a graylisted member, doubling per repeat up to BAN_MAX_S (seconds)
+BAN_S = 60.0
+BAN_MAX_S = 3600.0
 
 #: a registered topic's validator: (origin peer id in base58, message bytes) -> outcome
 TopicValidatorFn = Callable[[str, bytes], Outcome]
@@ -108,6 +112,8 @@ class HostRuntime:
         self.address = ""
         self._ignore_pending = False
         self._rng = random.Random(int.from_bytes(self.my_id.to_bytes()[-8:], "big"))
+        #: peer -> (trio time the ban ends, number of bans so far); see watch_scores
+        self.bans: dict[ID, tuple[float, int]] = {}
         self.watch = ScoreWatch(
             {peer_id_of(pk): name for name, pk in settings.members.items()}, clock
         )
@@ -130,6 +136,10 @@ class HostRuntime:
                 self.counters["p2p_conn_refused_not_member"] += 1
                 await muxed_conn.close()
                 raise SwarmException("peer is not a configured member")
+            if self.is_banned(muxed_conn.peer_id):
+                self.counters["p2p_conn_refused_banned"] += 1
+                await muxed_conn.close()
+                raise SwarmException("peer is banned after being graylisted")
             return await original_add_conn(muxed_conn, direction)
 
         swarm.add_conn = gated_add_conn
@@ -271,7 +281,7 @@ class HostRuntime:
                 if self.host.get_network().get_connections(pid):
                     backoff[pid] = s.redial_min_ms / 1000.0
                     continue
-                if now < next_try[pid]:
+                if now < next_try[pid] or self.is_banned(pid):
                     continue
                 self.counters["p2p_dials"] += 1
                 ok = False
@@ -292,11 +302,40 @@ class HostRuntime:
             await trio.sleep(0.1)
 
     async def watch_scores(self, gossipsub: GossipSub) -> None:
-        """Snapshot the members' peer scores once per heartbeat (see :class:`ScoreWatch`)."""
+        """Once per heartbeat: snapshot scores; ban and disconnect newly graylisted peers.
+
+        Dropping a graylisted peer's messages before validation still leaves
+        py-libp2p's per-message receive cost (~1 ms: framing, protobuf, the
+        signed peer record). So a graylisted peer is also disconnected and
+        refused (after its Noise handshake) for ``BAN_S * 2**(bans-1)`` seconds,
+        at most ``BAN_MAX_S``; nobody redials it meanwhile. Disconnecting resets
+        its py-libp2p score, so after a ban it starts again from 0.
+        """
+        names = {name: pid for pid, name in self.watch.names.items()}
         while True:
             await trio.sleep(self.settings.heartbeat_ms / 1000.0)
-            if gossipsub.scorer is not None:
-                self.watch.update(gossipsub.scorer, self.settings.topic)
+            if gossipsub.scorer is None:
+                continue
+            before = self.watch.graylisted
+            self.watch.update(gossipsub.scorer, self.settings.topic)
+            for name in self.watch.graylisted - before:
+                pid = names[name]
+                _, n = self.bans.get(pid, (0.0, 0))
+                length = min(BAN_MAX_S, BAN_S * 2**n)
+                self.bans[pid] = (trio.current_time() + length, n + 1)
+                self.counters["p2p_peers_banned"] += 1
+                log.warning(
+                    "member %s graylisted: disconnected and banned for %.0f s", name, length
+                )
+                with trio.move_on_after(5.0):
+                    try:
+                        await self.host.get_network().close_peer(pid)
+                    except Exception as e:  # already gone
+                        log.debug("closing %s: %s", pid, e)
+
+    def is_banned(self, peer: ID) -> bool:
+        ban = self.bans.get(peer)
+        return ban is not None and trio.current_time() < ban[0]
 
     def connected_peers(self) -> int:
         if self.host is None:

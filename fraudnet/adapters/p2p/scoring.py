@@ -21,10 +21,15 @@ Theory of operation (the protocol side is in ``docs/protocol.md``, "Peer scoring
   counts it (``p2p_dropped_graylisted``). ``publish_threshold`` equals the
   graylist threshold so py-libp2p's own gate agrees, and we neither gossip to
   (``GOSSIP_THRESHOLD``) nor publish to a peer below them.
+* **Ban.** Dropping still costs py-libp2p's receive path (~1 ms a message), so
+  :meth:`fraudnet.adapters.p2p.host.HostRuntime.watch_scores` also disconnects a
+  newly graylisted member and refuses it for 60 s, doubling per repeat up to 1 h
+  (``p2p_peers_banned``, ``p2p_conn_refused_banned``).
 * With weight 10 the 9th REJECT graylists a peer (score -90 < -80). A steady
-  flooder's counter then decays from 9 to 8 in ``log2(9/8) * 60 s`` ~ 10 s, when
-  one more of its messages is validated and re-graylists it: a flooder costs
-  about one validation per 10 s whatever its rate.
+  flooder still connected (e.g. a relay the ban does not cover) decays from 9 to 8
+  invalid messages in ``log2(9/8) * 60 s`` ~ 10 s, when one more of its messages
+  is validated and re-graylists it: about one validation per 10 s whatever its
+  rate. A banned flooder costs 9 validations per ban (its score restarts at 0).
 
 Everything here runs on the trio thread except :meth:`ScoreWatch.snapshot`
 readers, which only read a dict replaced atomically.
@@ -95,19 +100,24 @@ class ScoreWatch:
     """Per-heartbeat snapshot of the members' scores and when each was first graylisted."""
 
     def __init__(self, names: Mapping[ID, str], clock: Callable[[], float] = time.time) -> None:
-        self._names = dict(names)
+        self.names = dict(names)
         self._clock = clock
         self.scores: dict[str, float] = {}
         self.first_graylisted: dict[str, float] = {}
+        #: the lowest score each member reached (how deep a graylisting went)
+        self.lowest: dict[str, float] = {}
         self.graylisted: frozenset[str] = frozenset()
 
     def update(self, scorer: Any, topic: str) -> None:
         """Recompute on the trio thread; readers see whole dicts (atomic assignment)."""
-        scores = {name: float(scorer.score(pid, [topic])) for pid, name in self._names.items()}
+        scores = {name: float(scorer.score(pid, [topic])) for pid, name in self.names.items()}
         gray = frozenset(n for n, s in scores.items() if s < GRAYLIST_THRESHOLD)
         now = self._clock()
         for n in gray - self.graylisted:
             self.first_graylisted.setdefault(n, now)
+        for n, v in scores.items():
+            if v < self.lowest.get(n, 0.0):
+                self.lowest[n] = v
         self.scores, self.graylisted = scores, gray
 
     def snapshot(self) -> dict[str, float]:

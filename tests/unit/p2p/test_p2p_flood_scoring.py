@@ -113,3 +113,20 @@ def test_quota_below_an_honest_authors_flush_rate_is_refused() -> None:
 def test_the_libp2p_identity_is_the_member_key() -> None:
     rt, _ = _runtime()
     assert rt.my_id == PID["me"] == ID.from_pubkey(rt.keypair.public_key)
+
+
+def test_gate_drops_a_graylisted_forwarders_message_before_validation() -> None:
+    import trio
+
+    from fraudnet.adapters.p2p.scoring import GatedPubsub
+
+    scorer = PeerScorer(score_params(0.3))
+    for _ in range(9):
+        scorer.on_invalid_message(PID["author"], TOPIC)
+    gate = object.__new__(GatedPubsub)  # only the gate: no host, no streams
+    gate.router = SimpleNamespace(scorer=scorer)  # type: ignore[misc]
+    gate.host = SimpleNamespace(get_id=lambda: PID["me"])  # type: ignore[misc]
+    gate._fn_counters = {"p2p_dropped_graylisted": 0}
+    msg = SimpleNamespace(topicIDs=[TOPIC], data=b"never validated")
+    trio.run(gate.push_msg, PID["author"], msg)
+    assert gate._fn_counters["p2p_dropped_graylisted"] == 1
