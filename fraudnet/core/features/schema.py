@@ -15,9 +15,13 @@ a compromise in the last two weeks inflates the 30-day mean, not this one).
   terminal over 24 h, terminal volume over 24 h, days since the terminal's
   last *known* (delay-respecting) fraud, and the card's recent count of
   amounts above twice its usual level.
-* ``network`` -- reserved for issue 4 (network signals): per card and per
-  terminal, distinct members flagging, maximum network score, seconds since
-  the first network flag. The kernels write their neutral defaults today.
+* ``network`` -- what other members signalled (issue 4): per card and per
+  terminal, distinct other members flagging, maximum network score, seconds
+  since the first network flag, over live (unexpired) signals. The kernels
+  write the neutral row (no evidence); a model that reads these columns gets
+  them filled from the node's received evidence at decision time
+  (:mod:`fraudnet.core.features.network`, ADR 0110). ``default_model_features``
+  leaves them out: only a model trained with network evidence may read them.
 
 Columns are only ever *appended* (a new schema version adds names at the
 end and never reorders or retypes); a model names the columns it uses
@@ -112,13 +116,29 @@ FEATURES: Final[tuple[FeatureSpec, ...]] = (
         "CARD_NB_HIGH_AMOUNT_14DAY", "analyst", "CARD_AMOUNT_VS_HISTORY",
         "card tx in (t-14d, t] above twice the mean of its previous 30-day tx",
     ),
-    FeatureSpec("NET_CARD_MEMBERS_FLAGGING", "network", "NETWORK_CARD_FLAGGED", "reserved"),
-    FeatureSpec("NET_CARD_MAX_SCORE", "network", "NETWORK_CARD_FLAGGED", "reserved"),
-    FeatureSpec("NET_CARD_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_CARD_FLAGGED", "reserved"),
-    FeatureSpec("NET_TERM_MEMBERS_FLAGGING", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
-    FeatureSpec("NET_TERM_MAX_SCORE", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"),
     FeatureSpec(
-        "NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED", "reserved"
+        "NET_CARD_MEMBERS_FLAGGING", "network", "NETWORK_CARD_FLAGGED",
+        "distinct other members with a live signal on the card (0 when none)",
+    ),
+    FeatureSpec(
+        "NET_CARD_MAX_SCORE", "network", "NETWORK_CARD_FLAGGED",
+        "highest live network score on the card, in [0, 1] (0 when none)",
+    ),
+    FeatureSpec(
+        "NET_CARD_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_CARD_FLAGGED",
+        "seconds since the card's earliest live signal was observed (cap 45 days when none)",
+    ),
+    FeatureSpec(
+        "NET_TERM_MEMBERS_FLAGGING", "network", "NETWORK_TERMINAL_FLAGGED",
+        "distinct other members with a live signal on the terminal (0 when none)",
+    ),
+    FeatureSpec(
+        "NET_TERM_MAX_SCORE", "network", "NETWORK_TERMINAL_FLAGGED",
+        "highest live network score on the terminal, in [0, 1] (0 when none)",
+    ),
+    FeatureSpec(
+        "NET_TERM_SECS_SINCE_FIRST_FLAG", "network", "NETWORK_TERMINAL_FLAGGED",
+        "seconds since the terminal's earliest live signal (cap 45 days when none)",
     ),
     # ---- schema v2 ----
     FeatureSpec(
@@ -147,7 +167,7 @@ def feature_index(names: tuple[str, ...] | list[str]) -> list[int]:
 
 
 def default_model_features(groups: tuple[str, ...] = ("handbook", "analyst")) -> tuple[str, ...]:
-    """Names of the columns a model uses by default (everything but the reserved group)."""
+    """Names of the columns a model uses by default (everything but the network group)."""
     return tuple(f.name for f in FEATURES if f.group in groups)
 
 
