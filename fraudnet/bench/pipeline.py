@@ -25,6 +25,7 @@ SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -302,14 +303,34 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def fsync_probe(directory: Path, n: int = 300) -> dict[str, float]:
+    """``fdatasync`` latency of ``n`` appends of 8 KiB in ``directory`` (the audit log's disk):
+    the floor under any answer that waits for its audit record to be durable."""
+    path = directory / ".fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lat: list[float] = []
+    try:
+        buf = os.urandom(8192)
+        for _ in range(n):
+            os.write(fd, buf)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            lat.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"fsync_p50_ms": pct(lat, 50), "fsync_p99_ms": pct(lat, 99),
+            "fsync_max_ms": round(max(lat), 3)}  # fmt: skip
+
+
 def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: float,
               latency_seconds: float, http_rate: float, http_seconds: float, window: int,
-              floor_tx: int, workdir: Path) -> dict[str, Any]:  # fmt: skip
-    import requests
-
+              floor_tx: int, workdir: Path, ingest_process: bool = False,
+              audit_fsync: bool = True) -> dict[str, Any]:  # fmt: skip
     from fraudnet.testing import run_cli, running_node
 
     load0 = os.getloadavg()
+    fsync = fsync_probe(workdir)
     ceiling = _worker("ceiling", "--count", "60000", "--rounds", "3", timeout=600)
     if model is None:
         model = _train_model(workdir)
@@ -318,32 +339,81 @@ def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: 
     node_dir = workdir / "node"
     run_cli("node", "init", str(node_dir), "--member", "bench")
     toml = (node_dir / "node.toml").read_text().replace("# USD = 0.92", "USD = 0.92")
+    if not audit_fsync:  # the opt-in of ADR 0503: answers before the disk flush
+        toml += "\n[audit]\nfsync = false\n"
     (node_dir / "node.toml").write_text(toml)
     res: dict[str, Any] = {}
-    with running_node(node_dir, "--model", str(model.resolve()), "--log-level", "warning") as ep:
-        warm = _warm_up(ep)
-        reader = Reader(ep["broker"], ep["topics"]["decisions"], ep["topics"]["dead_letters"])
-        reader.start()
-        t = stream_phase(ep, reader, "t", rate=0, seconds=seconds, count=max_tx, window=window,
-                         linger_ms=5)  # fmt: skip
-        lt = stream_phase(ep, reader, "l", rate=latency_rate, seconds=latency_seconds,
-                          count=10**9, window=window, linger_ms=1)  # fmt: skip
-        http = asyncio.run(_http_load(ep["api"], ep["token"], http_rate, http_seconds))
-        ok = http["status"].get(200, 0)
-        deadline = time.monotonic() + 30
-        while reader.acked("h") < ok and time.monotonic() < deadline:
-            time.sleep(0.05)
-        http["decisions_on_topic"] = reader.phase("h").decided
-        stats = requests.get(f"{ep['api']}/v1/stats", timeout=10,
-                             headers={"Authorization": f"Bearer {ep['token']}"}).json()  # fmt: skip
-        rss = _peak_rss_mb(ep["pid"])
-        reader.stop_ev.set()
-        reader.join(60)  # closes its consumer while the broker still runs
-        if reader.is_alive():
-            raise RuntimeError("bench reader did not stop within 60 s")
-        proc = ep["proc"]
+    from fraudnet.adapters.node import INGEST_PROCESS_ENV
+
+    before = os.environ.get(INGEST_PROCESS_ENV)
+    os.environ[INGEST_PROCESS_ENV] = "1" if ingest_process else "0"
+    try:
+        with running_node(node_dir, "--model", str(model.resolve()), "--log-level",
+                          "warning") as ep:  # fmt: skip
+            res = _run_node_phases(ep, seconds=seconds, max_tx=max_tx, window=window,
+                                   latency_rate=latency_rate, latency_seconds=latency_seconds,
+                                   http_rate=http_rate, http_seconds=http_seconds)  # fmt: skip
+            proc = ep["proc"]
+    finally:
+        if before is None:
+            os.environ.pop(INGEST_PROCESS_ENV, None)
+        else:
+            os.environ[INGEST_PROCESS_ENV] = before
+    t, lt, http, stats, rss, warm = (res.pop(k) for k in ("t", "lt", "http", "stats", "rss",
+                                                           "warm"))  # fmt: skip
+    ok = http["status"].get(200, 0)
     exit_code = proc.returncode
     load1 = os.getloadavg()
+    return _summary(t, lt, http, stats, rss, warm, ok, exit_code, load0, load1, ceiling, floor,
+                    model, fsync, ingest_process=ingest_process,
+                    audit_fsync=audit_fsync)  # fmt: skip
+
+
+def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window: int,
+                     latency_rate: float, latency_seconds: float, http_rate: float,
+                     http_seconds: float) -> dict[str, Any]:  # fmt: skip
+    import requests
+
+    warm = _warm_up(ep)
+    reader = Reader(ep["broker"], ep["topics"]["decisions"], ep["topics"]["dead_letters"])
+    reader.start()
+    t = stream_phase(ep, reader, "t", rate=0, seconds=seconds, count=max_tx, window=window,
+                     linger_ms=5)  # fmt: skip
+    lt = stream_phase(ep, reader, "l", rate=latency_rate, seconds=latency_seconds,
+                      count=10**9, window=window, linger_ms=1)  # fmt: skip
+    http = asyncio.run(_http_load(ep["api"], ep["token"], http_rate, http_seconds))
+    ok = http["status"].get(200, 0)
+    deadline = time.monotonic() + 30
+    while reader.acked("h") < ok and time.monotonic() < deadline:
+        time.sleep(0.05)
+    http["decisions_on_topic"] = reader.phase("h").decided
+    stats = requests.get(f"{ep['api']}/v1/stats", timeout=10,
+                         headers={"Authorization": f"Bearer {ep['token']}"}).json()  # fmt: skip
+    rss = _peak_rss_mb(ep["pid"])
+    for child in _child_pids(ep["pid"]):  # the ingest process, when there is one
+        rss = round(rss + _peak_rss_mb(child), 1)
+    reader.stop_ev.set()
+    reader.join(60)  # closes its consumer while the broker still runs
+    if reader.is_alive():
+        raise RuntimeError("bench reader did not stop within 60 s")
+    return {"t": t, "lt": lt, "http": http, "stats": stats, "rss": rss, "warm": warm}
+
+
+def _child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def _summary(t: dict[str, Any], lt: dict[str, Any], http: dict[str, Any], stats: dict[str, Any],
+             rss: float, warm: dict[str, int], ok: int, exit_code: int | None,
+             load0: tuple[float, float, float], load1: tuple[float, float, float],
+             ceiling: dict[str, Any], floor: dict[str, Any], model: Path,
+             fsync: dict[str, float], *, ingest_process: bool,
+             audit_fsync: bool) -> dict[str, Any]:  # fmt: skip
+    res: dict[str, Any] = {}
     dups = t["sent"]["dup"] + lt["sent"]["dup"]
     node_ok = (stats["received"] == stats["decided"] + stats["dead_lettered"] + stats["duplicates"]
                and stats["duplicates"] == dups
@@ -364,36 +434,60 @@ def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: 
         reconciled=bool(t["reconciled"] and lt["reconciled"] and node_ok
                         and http["decisions_on_topic"] == ok == http["requests"]
                         and exit_code == 0),
-        node_exit_code=exit_code, latency_offered_tx_per_s=latency_rate, http_rate=http_rate,
+        node_exit_code=exit_code, latency_offered_tx_per_s=lt["offered_rate"],
+        http_rate=http["rate"],
         # shares of the node's CPU time (whole process, start-up included)
         decide_share=round(stats["decide_seconds"] / max(1e-9, stats["cpu_seconds"]), 3),
         admit_share=round(stats.get("admit_seconds", 0.0) / max(1e-9, stats["cpu_seconds"]), 3),
         loadavg_start=[round(x, 2) for x in load0], loadavg_end=[round(x, 2) for x in load1],
         phases={"throughput": t, "latency": lt, "http": http},
         ceiling=ceiling, floor=floor, node_stats=stats, state=state, model=str(model),
-        cpus=os.cpu_count(),
+        cpus=os.cpu_count(), ingest_process=ingest_process, audit_fsync=audit_fsync, **fsync,
     )  # fmt: skip
     return res
 
 
 @click.command()
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Model file (default: train an rf model on generated data first).")
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Model file (default: train an rf model on generated data first).",
+)
 @click.option("--seconds", default=60.0, show_default=True, help="Throughput phase length.")
-@click.option("--max-transactions", default=1_000_000, show_default=True,
-              help="Throughput phase stops after this many messages even before --seconds.")
+@click.option(
+    "--max-transactions",
+    default=1_000_000,
+    show_default=True,
+    help="Throughput phase stops after this many messages even before --seconds.",
+)
 @click.option("--latency-rate", default=5000.0, show_default=True, help="Offered tx/s.")
 @click.option("--latency-seconds", default=30.0, show_default=True)
 @click.option("--http-rate", default=1000.0, show_default=True, help="POST /v1/decide req/s.")
 @click.option("--http-seconds", default=15.0, show_default=True)
-@click.option("--window", default=20_000, show_default=True,
-              help="Producer may run this many transactions ahead of the decisions.")
+@click.option(
+    "--window",
+    default=20_000,
+    show_default=True,
+    help="Producer may run this many transactions ahead of the decisions.",
+)
 @click.option("--floor-transactions", default=5000, show_default=True)
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--ingest-process",
+    is_flag=True,
+    help="Run ingest in a second process (FRAUDNET_INGESTPROC=1, ADR 0502).",
+)
+@click.option(
+    "--no-audit-fsync",
+    is_flag=True,
+    help="Node with [audit] fsync = false (the opt-in of ADR 0503; not durable).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def cli(model: Path | None, seconds: float, max_transactions: int, latency_rate: float,
         latency_seconds: float, http_rate: float, http_seconds: float, window: int,
-        floor_transactions: int, workdir: Path | None, as_json: bool) -> None:  # fmt: skip
+        floor_transactions: int, workdir: Path | None, ingest_process: bool,
+        no_audit_fsync: bool, as_json: bool) -> None:  # fmt: skip
     """The whole node under one-transaction-per-message traffic + POST /v1/decide."""
     from fraudnet.errors import InternalError
 
@@ -406,7 +500,8 @@ def cli(model: Path | None, seconds: float, max_transactions: int, latency_rate:
         res = run_bench(model=model, seconds=seconds, max_tx=max_transactions,
                         latency_rate=latency_rate, latency_seconds=latency_seconds,
                         http_rate=http_rate, http_seconds=http_seconds, window=window,
-                        floor_tx=floor_transactions, workdir=workdir)  # fmt: skip
+                        floor_tx=floor_transactions, workdir=workdir,
+                        ingest_process=ingest_process, audit_fsync=not no_audit_fsync)  # fmt: skip
     except Exception as e:  # one line with the cause, not a traceback
         raise InternalError(f"bench pipeline: {type(e).__name__}: {e}") from None
     finally:

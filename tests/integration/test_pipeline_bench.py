@@ -16,14 +16,17 @@ KEYS = {"tx_per_s", "p50_ms", "p99_ms", "p999_ms", "http_p99_ms", "peak_rss_mb",
         "seconds"}  # fmt: skip
 
 
-def test_bench_pipeline_short_run_reconciles(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--ingest-process"]], ids=["in-process", "ingest-process"])
+def test_bench_pipeline_short_run_reconciles(tmp_path: Path, mode: list[str]) -> None:
     out = run_cli(
         "bench", "pipeline", "--seconds", "3", "--latency-seconds", "3", "--latency-rate", "500",
         "--http-seconds", "2", "--http-rate", "100", "--floor-transactions", "300",
-        "--dir", str(tmp_path / "b"), "--json", timeout=1200,
+        "--dir", str(tmp_path / "b"), "--json", *mode, timeout=1200,
     )  # fmt: skip
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(res) >= KEYS
+    assert res["ingest_process"] is bool(mode) and res["audit_fsync"] is True
+    assert 0 < res["fsync_p50_ms"] <= res["fsync_p99_ms"]
     assert res["reconciled"] is True and res["node_exit_code"] == 0
     t, lt, h = (res["phases"][k] for k in ("throughput", "latency", "http"))
     assert t["decided"] == t["sent"]["valid"] and t["dead_letters"] == t["sent"]["invalid"]
