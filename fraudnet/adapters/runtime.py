@@ -120,6 +120,7 @@ class NodeRuntime:
         self._api_flush: asyncio.Task[None] | None = None
         self._api_queue: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]] = []
         self._api_group: asyncio.Future[None] | None = None
+        self._api_tasks: set[asyncio.Future[None]] = set()
         self._notifies: set[asyncio.Future[None]] = set()
         self.batches_decided = 0
         #: seconds spent validating/pseudonymising (ingest) and deciding (core + scorer)
@@ -409,16 +410,21 @@ class NodeRuntime:
         return await fut
 
     async def _decide_api_group(self) -> None:
-        """Decide queued API requests in groups until the queue is empty.
+        """Decide every queued request as one group, without waiting for earlier groups.
 
-        Requests that arrive while a group awaits its audit fsync are queued and
-        taken by the next round of this loop (the caller starts a group task only
-        when none runs); the loop's last check and the task's end happen in one
-        step of the event loop, so no request can be left behind.
+        This task takes the queue (every request parsed before it ran) and hands the
+        group to its own task, which decides it at once (one de-dup query, one scorer
+        call, one audit append) and answers after the audit commit that covers it.
+        So a group never waits for an earlier group's fsync before being decided and
+        appended: requests that arrive during a commit ride the very next one (the
+        audit log's group commit), and this task is done before the next request
+        arrives, so that request schedules the next group (none is left behind).
         """
-        while self._api_queue:
-            items, self._api_queue = self._api_queue, []
-            await self._decide_api_items(items)
+        items, self._api_queue = self._api_queue, []
+        if items:
+            t = asyncio.ensure_future(self._decide_api_items(items))
+            self._api_tasks.add(t)
+            t.add_done_callback(self._api_tasks.discard)
 
     async def _decide_api_items(
         self, items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]]
