@@ -50,7 +50,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-QUICK_CASES = int(os.environ.get("FRAUDNET_FUZZ_QUICK", "300"))
+QUICK_CASES = int(os.environ.get("FRAUDNET_FUZZ_QUICK", "200"))
 LONG_CASES = int(os.environ.get("FRAUDNET_FUZZ_CASES", "100000"))
 CASE_SECONDS = 5.0
 CASE_MEMORY = 64 * 1024 * 1024
