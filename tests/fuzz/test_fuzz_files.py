@@ -93,7 +93,7 @@ def _models() -> list[bytes]:
 
 
 MODELS = _models()
-_X = np.random.default_rng(1).normal(size=(20, len(default_model_features())))
+_X = np.random.default_rng(1).normal(size=(20, len(FEATURE_NAMES)))  # schema order
 
 
 @st.composite
@@ -113,8 +113,9 @@ def model_files(draw: st.DrawFn) -> bytes:
 def _check_model(data: bytes) -> None:
     model = decode_model(data, "fuzz.model")
     with np.errstate(all="ignore"):
-        scores, _contrib = model.predict_many(_X[:, : len(model.feature_names)])
+        scores, _contrib = model.predict_many(_X)
     assert scores.shape == (20,)
+    assert np.all((scores >= 0.0) & (scores <= 1.0)), "an accepted model scores outside [0, 1]"
 
 
 # -- config ------------------------------------------------------------------------------
