@@ -3,8 +3,10 @@
 Supported: ``RandomForestClassifier`` / ``ExtraTreesClassifier`` (binary,
 mean of tree probabilities), ``HistGradientBoostingClassifier`` (binary,
 numeric features, no missing values in training -- the node never produces
-NaN features), ``LogisticRegression`` (binary) optionally
-behind a ``StandardScaler`` in a ``Pipeline``. Anything else is a
+NaN features), ``VotingClassifier(voting="soft")`` of those tree ensembles
+(kind ``blend``: the weighted mean of the parts' probabilities),
+``LogisticRegression`` (binary) optionally behind a ``StandardScaler`` in a
+``Pipeline``. Anything else is a
 :class:`~fraudnet.errors.ModelError`.
 """
 
@@ -17,6 +19,7 @@ from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
+    VotingClassifier,
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -82,6 +85,53 @@ def _hgb(est: Any) -> dict[str, np.ndarray[Any, Any]]:
     }  # fmt: skip
 
 
+_TREE_KEYS = ("feature", "threshold", "left", "right", "value")
+
+
+def _tree_part(est: Any) -> tuple[dict[str, np.ndarray[Any, Any]], int, float]:
+    """Arrays, aggregation (0 mean, 1 logit) and baseline of one blend part."""
+    if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
+        return _forest(est), 0, 0.0
+    if isinstance(est, HistGradientBoostingClassifier):
+        a = _hgb(est)
+        return a, 1, float(a["baseline"][0])
+    raise ModelError(f"model: a blend part must be a tree ensemble, not {type(est).__name__}")
+
+
+def _blend(est: Any) -> dict[str, np.ndarray[Any, Any]]:
+    if est.voting != "soft":
+        raise ModelError("model: only soft-voting ensembles can be compiled")
+    parts = list(est.estimators_)
+    weights = getattr(est, "_weights_not_none", None)
+    w = np.ones(len(parts)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not parts or w.shape != (len(parts),):
+        raise ModelError("model: blend weights do not match its parts")
+    cols: dict[str, list[np.ndarray[Any, Any]]] = {k: [] for k in (*_TREE_KEYS, "roots")}
+    tree_part, agg, base = [], [], []
+    offset = 0
+    for p, part in enumerate(parts):
+        if len(getattr(part, "classes_", ())) != 2:
+            raise ModelError("model: only binary classifiers can be compiled")
+        a, g, b = _tree_part(part)
+        internal = a["feature"] >= 0
+        for k in _TREE_KEYS:
+            v = a[k]
+            if k in ("left", "right"):
+                v = np.where(internal, v + offset, -1).astype(np.int32)
+            cols[k].append(v)
+        cols["roots"].append((a["roots"] + offset).astype(np.int32))
+        tree_part.append(np.full(a["roots"].shape[0], p, dtype=np.int32))
+        agg.append(g)
+        base.append(b)
+        offset += a["feature"].shape[0]
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out.update(
+        tree_part=np.concatenate(tree_part), part_agg=np.asarray(agg, dtype=np.int32),
+        part_base=np.asarray(base, dtype=np.float64), part_weight=w.astype(np.float64),
+    )  # fmt: skip
+    return out
+
+
 def compile_sklearn(
     est: Any,
     feature_names: tuple[str, ...],
@@ -111,6 +161,11 @@ def compile_sklearn(
             raise ModelError("model: tree ensembles are compiled without a scaler")
         arrays = _hgb(est)
         kind = "gbm"
+    elif isinstance(est, VotingClassifier):
+        if scaler is not None:
+            raise ModelError("model: tree ensembles are compiled without a scaler")
+        arrays = _blend(est)
+        kind = "blend"
     elif isinstance(est, LogisticRegression):
         mean = np.zeros(nf) if scaler is None else np.asarray(scaler.mean_, dtype=np.float64)
         scale = np.ones(nf) if scaler is None else np.asarray(scaler.scale_, dtype=np.float64)

@@ -16,6 +16,11 @@ whose labels are all known when the model is deployed. Folds that fall
 before the start of the data are skipped. The candidate with the highest
 mean average precision over the folds (then CP@100) is refitted on the
 training period. Test-period labels are never read.
+
+Blends (:data:`BLENDS`, e.g. ``blend`` = ``rf_leaf5`` + ``hgb``) are
+scikit-learn soft-voting ensembles: the mean of the parts' probabilities.
+In validation a blend reuses its parts' fold predictions (the parts are
+fitted exactly as the ensemble fits them), so it costs no extra fit.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
+    VotingClassifier,
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -52,8 +58,8 @@ from .data import TxTable
 from .protocol import metrics, split
 
 __all__ = [
-    "AUTO", "AUTO_FEATURE_SETS", "CANDIDATES", "FEATURE_SETS", "FOLDS", "TrainResult", "choose",
-    "combo_key", "feature_sets_of", "fit", "replay_features", "train", "validate",
+    "AUTO", "AUTO_FEATURE_SETS", "BLENDS", "CANDIDATES", "FEATURE_SETS", "FOLDS", "TrainResult",
+    "choose", "combo_key", "feature_sets_of", "fit", "replay_features", "train", "validate",
     "validate_combos",
 ]  # fmt: skip
 
@@ -90,8 +96,17 @@ CANDIDATES.update(
     hgb=_hgb(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50),
     hgb_deep=_hgb(max_iter=300, learning_rate=0.03, max_leaf_nodes=31, min_samples_leaf=20),
 )
+#: blend name -> its parts (candidate names); soft voting, equal weights
+BLENDS: Final = {"blend": ("rf_leaf5", "hgb")}
+
+
+def _blend(parts: tuple[str, ...]) -> Callable[[int], Any]:
+    return lambda jobs: VotingClassifier([(p, CANDIDATES[p](jobs)) for p in parts], voting="soft")
+
+
+CANDIDATES.update({name: _blend(parts) for name, parts in BLENDS.items()})
 #: what ``--model auto`` compares (selection by validation folds only)
-AUTO: Final = ("logreg", "rf", "rf_leaf5", "rf_leaf20", "hgb")
+AUTO: Final = ("logreg", "rf", "rf_leaf5", "rf_leaf20", "hgb", "blend")
 #: validation folds used by default
 FOLDS: Final = 2
 _V2_ONLY: Final = ("CARD_AMOUNT_RATIO_OLD_HISTORY", "CARD_NB_ABOVE_OLD_2X_14DAY")
@@ -174,6 +189,20 @@ def decile_bins(xt: F64) -> tuple[F64, F64]:
     return edges, frac
 
 
+def _proba(
+    name: str, cache: dict[str, F64], xtr: F64, ytr: npt.NDArray[np.int8], xte: F64, jobs: int
+) -> F64:
+    """``predict_proba(xte)`` of candidate ``name`` fitted on ``(xtr, ytr)``, memoised in
+    ``cache``; a blend averages its parts' probabilities, as ``VotingClassifier`` does."""
+    if name not in cache:
+        if name in BLENDS:
+            parts = [_proba(p, cache, xtr, ytr, xte, jobs) for p in BLENDS[name]]
+            cache[name] = np.average(np.asarray(parts), axis=0)
+        else:
+            cache[name] = fit(name, xtr, ytr, jobs).predict_proba(xte)
+    return cache[name]
+
+
 def validate(
     table: TxTable, x: F64, cols: list[int], start_day: int, train_days: int,
     delay_days: int, candidates: list[str], jobs: int, folds: int = FOLDS,
@@ -191,9 +220,11 @@ def validate(
         if len(np.unique(table.fraud[sp.train])) < 2 or len(np.unique(table.fraud[sp.test])) < 2:
             continue
         used += 1
+        xtr, ytr = x[sp.train][:, cols], table.fraud[sp.train]
+        xte = x[sp.test][:, cols]
+        proba: dict[str, F64] = {}
         for name in candidates:
-            est = fit(name, x[sp.train][:, cols], table.fraud[sp.train], jobs)
-            score = est.predict_proba(x[sp.test][:, cols])[:, 1]
+            score = _proba(name, proba, xtr, ytr, xte, jobs)[:, 1]
             m = metrics(table, sp.test, score)
             acc = sums.setdefault(name, {})
             for key, v in m.items():

@@ -1,6 +1,6 @@
 """A fitted model as plain arrays, evaluated by Numba kernels.
 
-Three kinds:
+Four kinds:
 
 * ``forest`` -- a random forest / extra trees: node arrays (feature,
   threshold, left, right, value = P(fraud) at that node) and ``roots``;
@@ -14,22 +14,33 @@ Three kinds:
   contribution, plus ``baseline``; the score is
   ``sigmoid(baseline + sum of leaf values)`` and splits compare float64
   ``x <= threshold`` exactly as scikit-learn's predictor does.
+* ``blend`` -- a soft-voting ensemble of tree ensembles (scikit-learn's
+  ``VotingClassifier(voting="soft")`` of forests and gradient boosting):
+  the parts' nodes concatenated, ``tree_part`` (the part of each tree, parts
+  contiguous and in order), and per part ``part_agg`` (0 = forest mean,
+  1 = gbm sigmoid), ``part_base`` (gbm baseline) and ``part_weight``; the
+  score is ``sum_p w_p score_p / sum_p w_p`` (``np.average`` of the parts'
+  ``predict_proba``, as scikit-learn computes it).
 * ``linear`` -- logistic regression on standardised inputs:
   ``sigmoid(b + sum_f w_f (x_f - mu_f) / s_f)``.
 
 Trees are stored in preorder (scikit-learn's layout: the left child of an
 internal node is the next node), which the loader checks. At load time the
-nodes are packed as ``nodes_i`` = ``[feature, right]`` (int64, a leaf's
-``right`` is itself) and ``nodes_f`` = ``[threshold, value]`` (float64);
-``trees`` holds ``[root, max depth]`` per tree. (Walking four traversals
-in lockstep to the maximum depth was measured slower than this: deep
-forests' maximum depth is about twice the mean path.)
+nodes are packed into one record array (:data:`NODE_DTYPE`: threshold,
+value, feature, right -- 24 bytes, one cache line fetch per node instead of
+one per field array; a leaf's ``right`` is itself and its threshold
+``-inf``); ``trees`` holds the roots and ``parts`` one row per part:
+``[agg, base, weight, end tree]``. Forests and gbm models are one-part
+blends, so one kernel (:func:`forest_many`) scores every tree kind.
 
 All kernels also return per-feature contributions for reason codes. Trees:
 path attribution (the change of node value along the decision path
 credited to the split feature; for ``forest`` averaged over trees, so
 contributions sum to ``score - mean root value``; for ``gbm`` in logit
-units); linear: ``w_f (x_f - mu_f) / s_f``.
+units; in a blend each gbm part's logit contributions are rescaled to
+probability units -- by ``(score_p - sigmoid(base)) / (z - base)`` -- and
+the parts' contributions weighted like their scores); linear:
+``w_f (x_f - mu_f) / s_f``.
 """
 
 from __future__ import annotations
@@ -48,24 +59,34 @@ from ..features.schema import FEATURES, SCHEMA_VERSION, FeatureConfig, feature_i
 
 __all__ = [
     "KINDS",
+    "NODE_DTYPE",
     "CompiledModel",
     "f32_equivalent_threshold",
     "forest_many",
     "linear_many",
     "pack_nodes",
+    "part_arrays",
 ]
 
-KINDS: Final = ("forest", "gbm", "linear")
+KINDS: Final = ("forest", "gbm", "blend", "linear")
 F64 = npt.NDArray[np.float64]
 AGG_MEAN: Final = 0
 AGG_LOGIT_SUM: Final = 1
+#: one tree node as the kernel reads it (24 bytes, C layout)
+NODE_DTYPE: Final = np.dtype(
+    [("thr", np.float64), ("val", np.float64), ("feat", np.int32), ("right", np.int32)],
+    align=True,
+)
 
 _TREE_ARRAYS: Final = {
     "feature": np.int32, "threshold": np.float64, "left": np.int32, "right": np.int32,
     "value": np.float64, "roots": np.int32,
 }  # fmt: skip
+_PART_ARRAYS: Final = {"tree_part": np.int32, "part_agg": np.int32, "part_base": np.float64,
+                       "part_weight": np.float64}  # fmt: skip
 _LINEAR_ARRAYS: Final = {"coef": np.float64, "mean": np.float64, "scale": np.float64,
                          "intercept": np.float64}  # fmt: skip
+MAX_PARTS: Final = 16
 
 
 def f32_equivalent_threshold(thr: F64) -> F64:
@@ -89,98 +110,142 @@ def f32_equivalent_threshold(thr: F64) -> F64:
     return np.where(np.isinf(u) | np.isinf(t), np.inf, out)
 
 
+def part_arrays(kind: str, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """The blend part arrays of a tree model: a blend's own, or one part for forest / gbm."""
+    if kind == "blend":
+        return {k: arrays[k] for k in _PART_ARRAYS}
+    n_trees = arrays["roots"].shape[0]
+    gbm = kind == "gbm"
+    return {
+        "tree_part": np.zeros(n_trees, dtype=np.int32),
+        "part_agg": np.array([AGG_LOGIT_SUM if gbm else AGG_MEAN], dtype=np.int32),
+        "part_base": np.array([float(arrays["baseline"][0]) if gbm else 0.0]),
+        "part_weight": np.ones(1, dtype=np.float64),
+    }
+
+
 def pack_nodes(
-    arrays: dict[str, npt.NDArray[Any]], f32_compare: bool
-) -> tuple[npt.NDArray[np.int64], F64, npt.NDArray[np.int64]]:
-    """``(nodes_i, nodes_f, trees)`` of a validated tree ensemble (see module docstring)."""
+    arrays: dict[str, npt.NDArray[Any]], parts: dict[str, npt.NDArray[Any]]
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], F64]:
+    """``(nodes, trees, parts)`` of a validated tree model (see module docstring).
+
+    Forest parts get float32-equivalent thresholds; gbm parts keep theirs."""
     feat = arrays["feature"]
     n = feat.shape[0]
     leaf = feat < 0
-    thr = arrays["threshold"]
-    if f32_compare:
-        thr = np.where(leaf, 0.0, f32_equivalent_threshold(thr))
-    nodes_i = np.empty((n, 2), dtype=np.int64)
-    nodes_i[:, 0] = np.where(leaf, 0, feat)
-    nodes_i[:, 1] = np.where(leaf, np.arange(n), arrays["right"])
-    nodes_f = np.empty((n, 2), dtype=np.float64)
-    nodes_f[:, 0] = np.where(leaf, -np.inf, thr)
-    nodes_f[:, 1] = arrays["value"]
-    # depth of every node (children come after parents, so one forward pass)
-    depth = np.zeros(n, dtype=np.int64)
-    internal = np.flatnonzero(~leaf)
-    left, right = arrays["left"], arrays["right"]
-    for k in internal:
-        depth[left[k]] = depth[k] + 1
-        depth[right[k]] = depth[k] + 1
     roots = arrays["roots"].astype(np.int64)
     ends = np.append(roots[1:], n)
-    trees = np.empty((roots.shape[0], 2), dtype=np.int64)
-    trees[:, 0] = roots
-    for t in range(roots.shape[0]):
-        trees[t, 1] = int(depth[roots[t] : ends[t]].max()) if ends[t] > roots[t] else 0
-    return nodes_i, nodes_f, trees
+    # per node: does it belong to a forest part (float32 comparisons)?
+    f32_tree = parts["part_agg"][parts["tree_part"]] == AGG_MEAN
+    f32_node = np.repeat(f32_tree, ends - roots)
+    thr = arrays["threshold"]
+    thr = np.where(f32_node & ~leaf, f32_equivalent_threshold(thr), thr)
+    nodes = np.zeros(n, dtype=NODE_DTYPE)
+    nodes["thr"] = np.where(leaf, -np.inf, thr)
+    nodes["val"] = arrays["value"]
+    nodes["feat"] = np.where(leaf, 0, feat)
+    nodes["right"] = np.where(leaf, np.arange(n), arrays["right"])
+    n_parts = parts["part_agg"].shape[0]
+    ends_t = np.searchsorted(parts["tree_part"], np.arange(n_parts), side="right")
+    table = np.empty((n_parts, 4), dtype=np.float64)
+    table[:, 0] = parts["part_agg"]
+    table[:, 1] = parts["part_base"]
+    table[:, 2] = parts["part_weight"]
+    table[:, 3] = ends_t
+    return nodes, roots, table
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sigmoid(z: float) -> float:  # pragma: no cover - numba
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 @numba.njit(cache=True, nogil=True)
 def forest_many(
     x: F64,
     cols: npt.NDArray[np.int64],
-    nodes_i: npt.NDArray[np.int64],
-    nodes_f: F64,
+    nodes: npt.NDArray[Any],
     trees: npt.NDArray[np.int64],
-    agg: int,
-    base: float,
+    parts: F64,
     scores: F64,
     contrib: F64,
 ) -> None:  # pragma: no cover - numba
-    """Tree-ensemble scores of the rows of ``x[:, cols]`` and path contributions.
+    """Tree-model scores of the rows of ``x[:, cols]`` and path contributions.
 
-    ``agg`` 0: mean of leaf values; 1: ``sigmoid(base + sum)``. The model's
-    columns are gathered once per batch; trees are the outer loop so one
-    tree stays in cache across the batch; the child is chosen without a
-    branch (split outcomes are data-dependent and mispredict about half the
-    time). Leaf values are added in tree order, so a row's score does not
-    depend on the batch it came in.
+    ``parts`` rows ``[agg, base, weight, end tree]``: agg 0 = mean of the
+    part's leaf values, 1 = ``sigmoid(base + sum)``; the score is the
+    weighted mean of the parts' scores. The model's columns are gathered
+    once per batch; trees are the outer loop so one tree stays in cache
+    across the batch; the child is chosen without a branch (split outcomes
+    are data-dependent and mispredict about half the time). Leaf values are
+    added in tree order, so a row's score does not depend on its batch.
     """
     n = x.shape[0]
     nf = cols.shape[0]
-    n_trees = trees.shape[0]
+    n_parts = parts.shape[0]
     xm = np.empty((n, nf), dtype=np.float64)
+    pc = np.empty((n, nf), dtype=np.float64)
+    acc = np.empty(n, dtype=np.float64)
     for i in range(n):
+        scores[i] = 0.0
         for f in range(nf):
             xm[i, f] = x[i, cols[f]]
             contrib[i, f] = 0.0
-    # gbm: start from the baseline, as scikit-learn adds trees to it in order
-    acc = np.full(n, base if agg == 1 else 0.0, dtype=np.float64)
-    for t in range(n_trees):
-        root = trees[t, 0]
+    wsum = 0.0
+    t = 0
+    for p in range(n_parts):
+        agg = int(parts[p, 0])
+        base = parts[p, 1]
+        w = parts[p, 2]
+        t_end = int(parts[p, 3])
+        t_first = t
         for i in range(n):
-            node = root
-            val = nodes_f[node, 1]
-            while True:
-                right = nodes_i[node, 1]
-                if right == node:  # a leaf
-                    break
-                f = nodes_i[node, 0]
-                nxt = node + 1 + np.int64(xm[i, f] > nodes_f[node, 0]) * (right - node - 1)
-                nval = nodes_f[nxt, 1]
-                contrib[i, f] += nval - val
-                val = nval
-                node = nxt
-            acc[i] += val
-    if agg == 0:
-        for i in range(n):
-            scores[i] = acc[i] / n_trees
+            # gbm: start from the baseline, as scikit-learn adds trees to it in order
+            acc[i] = base if agg == AGG_LOGIT_SUM else 0.0
             for f in range(nf):
-                contrib[i, f] /= n_trees
-    else:
+                pc[i, f] = 0.0
+        while t < t_end:
+            root = trees[t]
+            for i in range(n):
+                node = root
+                val = nodes[node]["val"]
+                while True:
+                    right = np.int64(nodes[node]["right"])
+                    if right == node:  # a leaf
+                        break
+                    f = nodes[node]["feat"]
+                    nxt = node + 1 + np.int64(xm[i, f] > nodes[node]["thr"]) * (right - node - 1)
+                    nval = nodes[nxt]["val"]
+                    pc[i, f] += nval - val
+                    val = nval
+                    node = nxt
+                acc[i] += val
+            t += 1
+        nt = t_end - t_first
+        s0 = _sigmoid(base)
         for i in range(n):
-            z = acc[i]
-            if z >= 0:
-                scores[i] = 1.0 / (1.0 + math.exp(-z))
+            if agg == AGG_MEAN:
+                s = acc[i] / nt
+                k = 1.0 / nt
             else:
-                e = math.exp(z)
-                scores[i] = e / (1.0 + e)
+                s = _sigmoid(acc[i])
+                if n_parts == 1:
+                    k = 1.0  # a gbm model alone: logit units
+                else:
+                    d = acc[i] - base
+                    k = (s - s0) / d if abs(d) > 1e-12 else s0 * (1.0 - s0)
+            scores[i] += w * s
+            wk = w * k
+            for f in range(nf):
+                contrib[i, f] += wk * pc[i, f]
+        wsum += w
+    for i in range(n):
+        scores[i] /= wsum
+        for f in range(nf):
+            contrib[i, f] /= wsum
 
 
 @numba.njit(cache=True, nogil=True)
@@ -224,9 +289,9 @@ class CompiledModel:
     meta: dict[str, Any] = field(default_factory=dict)
     cols: npt.NDArray[np.int64] = field(init=False, repr=False)
     reason_of: tuple[str, ...] = field(init=False, repr=False)
-    nodes_i: npt.NDArray[np.int64] = field(init=False, repr=False)
-    nodes_f: F64 = field(init=False, repr=False)
+    nodes: npt.NDArray[Any] = field(init=False, repr=False)
     trees: npt.NDArray[np.int64] = field(init=False, repr=False)
+    parts: F64 = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -239,17 +304,19 @@ class CompiledModel:
         object.__setattr__(self, "reason_of", tuple(FEATURES[c].reason for c in cols))
         self._validate()
         if self.kind == "linear":
-            ni = np.zeros((0, 2), dtype=np.int64)
-            nf_ = np.zeros((0, 2), dtype=np.float64)
-            tr = np.zeros((0, 2), dtype=np.int64)
+            nodes = np.zeros(0, dtype=NODE_DTYPE)
+            trees = np.zeros(0, dtype=np.int64)
+            parts = np.zeros((0, 4), dtype=np.float64)
         else:
-            ni, nf_, tr = pack_nodes(self.arrays, self.kind == "forest")
-        object.__setattr__(self, "nodes_i", ni)
-        object.__setattr__(self, "nodes_f", nf_)
-        object.__setattr__(self, "trees", tr)
+            nodes, trees, parts = pack_nodes(self.arrays, part_arrays(self.kind, self.arrays))
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "trees", trees)
+        object.__setattr__(self, "parts", parts)
 
     def _validate(self) -> None:
         spec = _LINEAR_ARRAYS if self.kind == "linear" else _TREE_ARRAYS
+        if self.kind == "blend":
+            spec = {**_TREE_ARRAYS, **_PART_ARRAYS}
         for name, dt in spec.items():
             a = self.arrays.get(name)
             if a is None or a.dtype != np.dtype(dt) or a.ndim != 1:
@@ -273,24 +340,55 @@ class CompiledModel:
         if not (arr["threshold"].shape[0] == arr["left"].shape[0] == arr["right"].shape[0]
                 == arr["value"].shape[0] == n) or n == 0 or arr["roots"].shape[0] == 0:  # fmt: skip
             raise ModelError("model: tree node arrays differ in length or are empty")
+        if n >= 2**31 - 1:
+            raise ModelError("model: too many tree nodes")
         internal = arr["feature"] >= 0
-        if (arr["feature"] >= nf).any() or ((arr["roots"] < 0) | (arr["roots"] >= n)).any():
+        roots = arr["roots"]
+        if (arr["feature"] >= nf).any() or ((roots < 0) | (roots >= n)).any():
             raise ModelError("model: tree feature or root index out of range")
+        if roots[0] != 0 or (np.diff(roots) <= 0).any():
+            raise ModelError("model: tree roots must start at 0 and increase")
         idx = np.flatnonzero(internal)
         for side in ("left", "right"):
             child = arr[side][internal]
             # children come strictly after their parent, so traversal always terminates
             if ((child <= idx) | (child >= n)).any():
                 raise ModelError(f"model: tree {side} child index out of range")
+        # a tree's children stay inside it (so parts and tree boundaries hold)
+        tree_of = np.searchsorted(roots, np.arange(n), side="right") - 1
+        for side in ("left", "right"):
+            if (tree_of[arr[side][internal]] != tree_of[idx]).any():
+                raise ModelError(f"model: tree {side} child index outside its tree")
         if (arr["left"][internal] != idx + 1).any():
             raise ModelError("model: tree left child is not the next node (trees must be preorder)")
         if not (np.isfinite(arr["value"]).all() and not np.isnan(arr["threshold"]).any()):
             raise ModelError("model: non-finite tree values")
+        if self.kind == "blend":
+            self._validate_parts(roots.shape[0])
+
+    def _validate_parts(self, n_trees: int) -> None:
+        a = self.arrays
+        tp, agg, base, w = a["tree_part"], a["part_agg"], a["part_base"], a["part_weight"]
+        n_parts = agg.shape[0]
+        if not 1 <= n_parts <= MAX_PARTS or base.shape != (n_parts,) or w.shape != (n_parts,):
+            raise ModelError(f"model: blend needs 1..{MAX_PARTS} parts with a base and a weight")
+        if tp.shape != (n_trees,) or tp[0] != 0 or tp[-1] != n_parts - 1:
+            raise ModelError("model: blend tree_part must give each tree's part")
+        if ((np.diff(tp) != 0) & (np.diff(tp) != 1)).any():
+            raise ModelError("model: blend parts must be contiguous runs of trees, in order")
+        if not np.isin(agg, (AGG_MEAN, AGG_LOGIT_SUM)).all():
+            raise ModelError("model: blend part_agg must be 0 (forest) or 1 (gbm)")
+        if not (np.isfinite(base).all() and np.isfinite(w).all() and (w > 0).all()):
+            raise ModelError("model: blend part bases and weights must be finite, weights > 0")
 
     @property
-    def tree_args(self) -> tuple[npt.NDArray[np.int64], F64, npt.NDArray[np.int64]]:
-        """``(nodes_i, nodes_f, trees)`` for :func:`forest_many`."""
-        return self.nodes_i, self.nodes_f, self.trees
+    def tree_args(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], F64]:
+        """``(nodes, trees, parts)`` for :func:`forest_many`."""
+        return self.nodes, self.trees, self.parts
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.trees.shape[0])
 
     @property
     def schema_version(self) -> int:
@@ -305,11 +403,8 @@ class CompiledModel:
                 x, self.cols, a["coef"], a["mean"], a["scale"], float(a["intercept"][0]),
                 scores, contrib,
             )  # fmt: skip
-        elif self.kind == "forest":
-            forest_many(x, self.cols, *self.tree_args, AGG_MEAN, 0.0, scores, contrib)
         else:
-            base = float(a["baseline"][0])
-            forest_many(x, self.cols, *self.tree_args, AGG_LOGIT_SUM, base, scores, contrib)
+            forest_many(x, self.cols, *self.tree_args, scores, contrib)
 
     def predict_many(self, x: F64) -> tuple[F64, F64]:
         """Scores and per-model-feature contributions for a feature matrix (schema order)."""

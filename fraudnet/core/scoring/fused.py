@@ -34,7 +34,7 @@ MAX_TS: Final = float(2**32 - 1)
 SCORE_EDGES: Final = np.array(
     [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99], dtype=np.float64
 )
-KIND_FOREST: Final = 0
+KIND_FOREST: Final = 0  # any tree model: forest, gbm, blend (see compiled.forest_many)
 KIND_GBM: Final = 1
 KIND_LINEAR: Final = 2
 
@@ -93,7 +93,7 @@ def reason_keys(
 
 
 @numba.njit(cache=True, nogil=True)
-def score_fused(  # type: ignore[no-untyped-def]  # 52 arrays/scalars, documented below
+def score_fused(  # type: ignore[no-untyped-def]  # 56 arrays/scalars, documented below
     c_tab_keys,
     c_tab_slot,
     c_keys,
@@ -131,9 +131,9 @@ def score_fused(  # type: ignore[no-untyped-def]  # 52 arrays/scalars, documente
     x,
     kind,
     cols,
-    nodes_i,
-    nodes_f,
+    nodes,
     trees,
+    parts,
     base,
     coef,
     mean,
@@ -182,7 +182,7 @@ def score_fused(  # type: ignore[no-untyped-def]  # 52 arrays/scalars, documente
     if kind == KIND_LINEAR:
         linear_many(x, cols, coef, mean, scale, base, scores, contrib)
     else:
-        forest_many(x, cols, nodes_i, nodes_f, trees, kind, base, scores, contrib)
+        forest_many(x, cols, nodes, trees, parts, scores, contrib)
     reason_keys(contrib, code_of, n_codes, top, min_contribution, keys)
     nf = cols.shape[0]
     nb = fedges.shape[1]

@@ -31,7 +31,7 @@ from ..features.state import FeatureState
 from ..records import TxColumns
 from .base import ScoreBatch
 from .compiled import CompiledModel
-from .fused import KIND_FOREST, KIND_GBM, KIND_LINEAR, SCORE_EDGES, reason_keys, score_fused
+from .fused import KIND_FOREST, KIND_LINEAR, SCORE_EDGES, reason_keys, score_fused
 from .modelfile import encode_model, model_id_of
 from .reasons import LOW_RISK
 
@@ -89,9 +89,8 @@ class ModelScorer:
         if model.kind == "linear":
             kind, base = KIND_LINEAR, float(a["intercept"][0])
             lin = (a["coef"], a["mean"], a["scale"])
-        else:
-            kind = KIND_FOREST if model.kind == "forest" else KIND_GBM
-            base = 0.0 if model.kind == "forest" else float(a["baseline"][0])
+        else:  # every tree kind: the model's parts table carries aggregation and baselines
+            kind, base = KIND_FOREST, 0.0
             lin = (_EMPTY, _EMPTY, _EMPTY)
         self._margs = (kind, model.cols, *model.tree_args, base, *lin, code_of, len(codes),
                        self.top_reasons, self.min_contribution)  # fmt: skip

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    VotingClassifier,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -50,8 +54,11 @@ def trained():
     "est",
     [RandomForestClassifier(n_estimators=15, random_state=0),
      HistGradientBoostingClassifier(max_iter=30, random_state=0, early_stopping=False),
-     make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))],
-    ids=["forest", "gbm", "linear"],
+     make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+     VotingClassifier([("rf", RandomForestClassifier(n_estimators=8, random_state=0)),
+                       ("gbm", HistGradientBoostingClassifier(max_iter=15, random_state=0))],
+                      voting="soft")],
+    ids=["forest", "gbm", "linear", "blend"],
 )  # fmt: skip
 def test_fused_equals_unfused_path_for_every_kind(trained, est) -> None:
     t, x, cols = trained

@@ -8,6 +8,7 @@ from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
+    VotingClassifier,
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -53,14 +54,24 @@ def data():
     return t, x, cols
 
 
+def _blend(n_rf: int = 10, n_gbm: int = 20, weights: list[float] | None = None) -> VotingClassifier:
+    return VotingClassifier(
+        [("rf", RandomForestClassifier(n_estimators=n_rf, min_samples_leaf=5, random_state=0)),
+         ("gbm", HistGradientBoostingClassifier(max_iter=n_gbm, random_state=0,
+                                                early_stopping=False))],
+        voting="soft", weights=weights,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "est",
     [RandomForestClassifier(n_estimators=25, random_state=0),
      RandomForestClassifier(n_estimators=10, min_samples_leaf=5, random_state=1),
      ExtraTreesClassifier(n_estimators=10, random_state=0),
      HistGradientBoostingClassifier(max_iter=40, random_state=0, early_stopping=False),
-     make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))],
-    ids=["rf", "rf_leaf", "extra", "hgb", "logreg"],
+     make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+     _blend(), _blend(weights=[1.0, 3.0])],
+    ids=["rf", "rf_leaf", "extra", "hgb", "logreg", "blend", "blend_weighted"],
 )  # fmt: skip
 def test_compiled_equals_predict_proba_on_held_data(data, est) -> None:
     t, x, cols = data
@@ -73,6 +84,14 @@ def test_compiled_equals_predict_proba_on_held_data(data, est) -> None:
     if model.kind == "forest":  # path attribution sums to score - mean root value
         base = model.arrays["value"][model.arrays["roots"]].mean()
         np.testing.assert_allclose(contrib.sum(axis=1) + base, scores, atol=1e-9)
+    if model.kind == "blend":  # parts in probability units: sum to score - blended base score
+        a = model.arrays
+        rf_base = a["value"][a["roots"][a["tree_part"] == 0]].mean()
+        gbm_base = 1.0 / (1.0 + np.exp(-a["part_base"][1]))
+        w = a["part_weight"] / a["part_weight"].sum()
+        np.testing.assert_allclose(
+            contrib.sum(axis=1) + w[0] * rf_base + w[1] * gbm_base, scores, atol=1e-9
+        )
 
 
 def test_kernels_equal_their_python_twins(data) -> None:
@@ -83,10 +102,18 @@ def test_kernels_equal_their_python_twins(data) -> None:
     outs = []
     for k in (C.forest_many, getattr(C.forest_many, "py_func", C.forest_many)):
         s, c = np.empty(200), np.empty((200, len(cols)))
-        k(x[:200], m.cols, *m.tree_args, 0, 0.0, s, c)
+        k(x[:200], m.cols, *m.tree_args, s, c)
         outs.append((s, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    m = compile_sklearn(_blend(3, 10).fit(x[:, cols], t.fraud), NAMES, FeatureConfig())
+    outs = []
+    for k in (C.forest_many, getattr(C.forest_many, "py_func", C.forest_many)):
+        s, c = np.empty(100), np.empty((100, len(cols)))
+        k(x[:100], m.cols, *m.tree_args, s, c)
+        outs.append((s, c))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=0, atol=1e-12)
     lr = make_pipeline(StandardScaler(), LogisticRegression()).fit(x[:, cols], t.fraud)
     m = compile_sklearn(lr, NAMES, FeatureConfig())
     a = m.arrays
@@ -188,3 +215,41 @@ def test_hostile_tree_indices_are_refused(data) -> None:
         C.CompiledModel(kind="forest", feature_names=m.feature_names, arrays=arrays)
     with pytest.raises(InputError):
         scorer.restore(b"garbage")
+
+
+def test_blend_reason_codes_differ_between_transactions(data) -> None:
+    t, x, cols = data
+    model = compile_sklearn(_blend().fit(x[:, cols], t.fraud), NAMES, FeatureConfig())
+    out = ModelScorer(model).score_many(table(1, 400).columns(with_labels=False))
+    top = [r for r, s in zip(out.reasons, out.scores, strict=True) if s > 0.5]
+    assert len(set(out.reasons)) > 3 and top
+    assert any("AMOUNT_HIGH" in r for r in top)
+
+
+def test_blend_model_file_round_trip_and_hostile_parts(data) -> None:
+    t, x, cols = data
+    model = compile_sklearn(_blend().fit(x[:, cols], t.fraud), NAMES, FeatureConfig())
+    blob = encode_model(model)
+    back = decode_model(blob)
+    assert back.kind == "blend" and encode_model(back) == blob
+    np.testing.assert_array_equal(back.predict_many(x[:50])[0], model.predict_many(x[:50])[0])
+    bad = [("tree_part", lambda a: a[::-1].copy()), ("part_agg", lambda a: a + 2),
+           ("part_weight", lambda a: -a), ("part_base", lambda a: np.full_like(a, np.inf))]  # fmt: skip
+    for name, f in bad:
+        arrays = {k: v.copy() for k, v in model.arrays.items()}
+        arrays[name] = f(arrays[name])
+        with pytest.raises(ModelError, match="blend"):
+            C.CompiledModel(kind="blend", feature_names=model.feature_names, arrays=arrays)
+    arrays = {k: v for k, v in model.arrays.items() if k != "part_agg"}
+    with pytest.raises(ModelError, match="part_agg"):
+        C.CompiledModel(kind="blend", feature_names=model.feature_names, arrays=arrays)
+
+
+def test_tree_child_in_another_tree_is_refused(data) -> None:
+    scorer, _ = _scorer(data)
+    m = scorer.model
+    arrays = {k: v.copy() for k, v in m.arrays.items()}
+    internal = np.flatnonzero(arrays["feature"][: arrays["roots"][1]] >= 0)
+    arrays["right"][internal[0]] = arrays["roots"][1]  # jump into the next tree
+    with pytest.raises(ModelError, match="outside its tree"):
+        C.CompiledModel(kind="forest", feature_names=m.feature_names, arrays=arrays)
