@@ -271,3 +271,10 @@ def test_batch_with_a_non_integer_arrival_time_is_an_input_error(arrival: Any) -
     batch[2] = [arrival]
     with pytest.raises(InputError, match="tx batch"):
         decode_tx_batch(pack(batch))
+
+
+def test_http_body_too_deep_is_a_400_and_a_too_deep_line_is_dead_lettered() -> None:
+    with pytest.raises(ValueError, match="not a valid JSON array"):
+        _split_records(b"[" * 50_000)  # the API answers 400 with this message
+    items = _split_records(b"{" + b'"a":{' * 30_000 + b"\n" + json.dumps(RECORDS[0]).encode())
+    assert "not valid JSON" in items[0][1].reason and items[1][1]["tx_id"] == "t-1"
