@@ -53,7 +53,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from fraudnet.core.signals import Outcome, Validator
 
-from .scoring import AUTHOR_FAULTS, GatedPubsub, ScoreWatch, score_params
+from .scoring import AUTHOR_FAULTS, ROSTER_VIEW, GatedPubsub, ScoreWatch, score_params
 from .settings import P2PSettings
 
 __all__ = ["BAN_MAX_S", "BAN_S", "HostRuntime", "TopicValidatorFn", "libp2p_keypair", "peer_id_of"]
@@ -206,8 +206,14 @@ class HostRuntime:
                 self.counters["p2p_received_envelopes"] += 1
                 self.on_accept(verdict.payload)
                 return True
+            authored = bytes(msg.from_id) == forwarder.to_bytes()
+            if verdict.outcome is Outcome.REJECT and verdict.reason in ROSTER_VIEW and not authored:
+                # a relay with a newer roster forwards this honestly: IGNORE, see .scoring
+                self.counters["p2p_relay_excused"] += 1
+                self._ignore_pending = True
+                return False
             if verdict.outcome is Outcome.IGNORE:
-                if verdict.reason in AUTHOR_FAULTS and bytes(msg.from_id) == forwarder.to_bytes():
+                if verdict.reason in AUTHOR_FAULTS and authored:
                     # the forwarder authored it: its own stale/replayed/future/over-quota
                     # envelope is its fault, so REJECT (penalise) -- see .scoring
                     self.counters["p2p_author_penalised"] += 1

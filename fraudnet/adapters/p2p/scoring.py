@@ -15,6 +15,12 @@ Theory of operation (the protocol side is in ``docs/protocol.md``, "Peer scoring
   envelopes a second, which settings keep under the per-member quota). Those
   IGNORE reasons are therefore escalated to REJECT for the author only
   (:data:`AUTHOR_FAULTS`, counter ``p2p_author_penalised``); relays keep IGNORE.
+* **Relays and the roster view.** ``unknown_signer`` and ``bad_signature`` depend
+  on which roster version this node has adopted: a relay that adopted a newer one
+  (a member added, a key rotated) forwards such envelopes honestly. They penalise
+  only the author; a relay gets IGNORE (``p2p_relay_excused``). StrictSign makes
+  the author unforgeable (``from`` signs the message), so a hostile peer's own
+  envelopes are always its own fault.
 * **Graylist.** A peer whose score is below :data:`GRAYLIST_THRESHOLD` is
   graylisted: :class:`GatedPubsub` drops every message it forwards *before*
   validation -- before the libp2p signature check and our validator -- and
@@ -52,6 +58,7 @@ __all__ = [
     "P4_CAP",
     "P4_HALF_LIFE_S",
     "P4_WEIGHT",
+    "ROSTER_VIEW",
     "GatedPubsub",
     "ScoreWatch",
     "score_params",
@@ -64,6 +71,10 @@ GOSSIP_THRESHOLD: Final = -40.0
 GRAYLIST_THRESHOLD: Final = -80.0
 #: validator IGNORE reasons that are the *author's* fault (escalated to REJECT for it)
 AUTHOR_FAULTS: Final = frozenset({"replay", "expired", "clock_skew", "rate_limited"})
+#: REJECT reasons that depend on this node's view of the roster: a relay whose roster is
+#: newer (a member added, a key rotated) forwards such envelopes honestly, so only their
+#: author is penalised; a relay gets IGNORE
+ROSTER_VIEW: Final = frozenset({"unknown_signer", "bad_signature"})
 
 
 def score_params(heartbeat_s: float) -> ScoreParams:

@@ -71,7 +71,7 @@ def _runtime() -> tuple[HostRuntime, dict[str, int]]:
     )  # fmt: skip
     counters = dict.fromkeys(["p2p_validations", "p2p_received_envelopes",
                               "p2p_rejects_forwarded", "p2p_validator_errors",
-                              "p2p_author_penalised"], 0)  # fmt: skip
+                              "p2p_author_penalised", "p2p_relay_excused"], 0)  # fmt: skip
     validator = Validator("unit", dict(PUB), ValidationConfig())
     rt = HostRuntime(settings, KEYS["me"], validator, counters, lambda p: None,
                      clock=lambda: T / 1e6)  # fmt: skip
@@ -130,3 +130,19 @@ def test_gate_drops_a_graylisted_forwarders_message_before_validation() -> None:
     msg = SimpleNamespace(topicIDs=[TOPIC], data=b"never validated")
     trio.run(gate.push_msg, PID["author"], msg)
     assert gate._fn_counters["p2p_dropped_graylisted"] == 1
+
+
+def _forged() -> bytes:
+    sig = Signal("card", b"f" * 32, 900, (), T, T + 3600 * 1_000_000)
+    wrong = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    return seal(wrong, SignalPayload("unit", "author", 0, 9, T, (sig,)))
+
+
+def test_bad_signature_penalises_its_author_but_not_a_relay_with_another_roster_view() -> None:
+    rt, counters = _runtime()
+    authored = SimpleNamespace(data=_forged(), from_id=PID["author"].to_bytes())
+    assert rt._validate(PID["author"], authored) is False and rt._ignore_pending is False
+    relayed = SimpleNamespace(data=_forged(), from_id=PID["author"].to_bytes())
+    assert rt._validate(PID["relay"], relayed) is False and rt._ignore_pending is True
+    assert counters["p2p_relay_excused"] == 1
+    assert rt.validator.counters["signals_reject_bad_signature"] == 2
