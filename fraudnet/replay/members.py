@@ -50,6 +50,7 @@ from fraudnet.core.consensus import (
     sign_attestation,
 )
 from fraudnet.core.consensus.effect import apply_verdict
+from fraudnet.core.features.network import EvidenceFeatures
 from fraudnet.core.pipeline import DeadLetter, NodeCore
 from fraudnet.core.scoring.base import Scorer
 from fraudnet.core.signals import (
@@ -136,6 +137,11 @@ class CoreMember(HonestNode):
         self.batcher = SignalBatcher(env.network_id, mid, flush_interval_us=env.flush_us)
         self.validator = env.make_validator()
         self.evidence = NetworkEvidence(mid)
+        #: a model with network columns reads them from this member's evidence (the node's
+        #: code path); its local score (network columns neutral) is what may be signalled
+        self.net_features = EvidenceFeatures(lambda: self.evidence)
+        if network:
+            self.core.network_features = self.net_features
         self.levels: dict[bytes, tuple[str, int, int]] = {}
         self.decided: set[str] = set()
         self.busy_until = 0
@@ -188,7 +194,8 @@ class CoreMember(HonestNode):
         if self.network and r.net_refs:
             _, ps, _ = r.net_refs[0]
             self.rec.entity_card[ps] = rec.card
-            acts += self._share(ps, d.score, d.reasons, rec.card, now_us)
+            own = self.net_features.pop_local_score(rec.tx_id)
+            acts += self._share(ps, d.score if own is None else own, d.reasons, rec.card, now_us)
             lv = self.levels.get(ps)
             if lv is not None:
                 d, eff = apply_verdict(d, lv[0], window=lv[1], expires_at_us=lv[2], now_us=local)
