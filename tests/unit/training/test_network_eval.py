@@ -135,3 +135,11 @@ def test_cli_network_mode_prints_signals(tmp_path: Any, table: TxTable) -> None:
                                    "--features", "all", "--no-terminal-signals"])  # fmt: skip
     assert out.exit_code == 0, out.output
     assert "signals sent" in out.output and "average precision" in out.output
+
+
+def test_kernels_write_the_neutral_network_row(table: TxTable) -> None:
+    from fraudnet.core.features import FeatureConfig
+    from fraudnet.training.train import replay_features
+
+    x = replay_features(table.take(np.arange(500)), FeatureConfig())
+    assert (x[:, NET_COLS] == NEUTRAL).all()
