@@ -47,7 +47,7 @@ from fraudnet.core.scoring.compiled import CompiledModel
 from fraudnet.core.signals.codec import PSEUDONYM_LEN, Signal
 from fraudnet.core.signals.evidence import NetworkEvidence
 from fraudnet.core.signals.policy import SignalPolicy
-from fraudnet.errors import ConfigError
+from fraudnet.errors import ConfigError, InputError
 
 from .convert import compile_sklearn
 from .data import TxTable
@@ -212,6 +212,14 @@ def signal_model(
     ``start_day`` (so deployable on ``start_day``). ``prefix`` (``CARD_``,
     ``TERM_``): only the feature set's columns of that entity."""
     first = start_day - train_days - delay_days
+    day = sub.day
+    window = (day >= first) & (day < first + train_days)
+    if len(np.unique(sub.fraud[window])) < 2:
+        raise InputError(
+            f"network mode: the signal models are fitted on the {train_days} days that end "
+            f"{delay_days} days before --train-start; that window (UTC day {first}) has no "
+            "transactions or only one class in this member's data: start training later"
+        )
     if not prefix:
         res = train(
             sub, x, start_day=first, train_days=train_days, delay_days=delay_days,

@@ -143,3 +143,10 @@ def test_kernels_write_the_neutral_network_row(table: TxTable) -> None:
 
     x = replay_features(table.take(np.arange(500)), FeatureConfig())
     assert (x[:, NET_COLS] == NEUTRAL).all()
+
+
+def test_network_mode_without_data_before_training_is_a_clear_error(table: TxTable) -> None:
+    from fraudnet.errors import InputError
+
+    with pytest.raises(InputError, match="signal models"):
+        evaluate(table, start_day=_ts(5), mode="network", nodes=2, candidates=["rf"])
