@@ -77,7 +77,7 @@ def settle_intents(store: DedupStore, audit_log: Any, *, actor: str, stream_orig
     if missing:
         audit_log.append_many(missing)
         audit_log.commit()
-        journal_faults.hit("settle.appended")
+    journal_faults.hit("settle.appended")
     for it in intents:
         store.settle(it)
     out = Settled(len(intents), len(wanted), len(present), len(missing))
