@@ -124,12 +124,21 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         async for value in stream:
             await runtime.on_tx_batch(value)
 
+    # On a real cluster the shard snapshots also go to a changelog-backed table, and
+    # a recovered table newer than the files rebuilds the state (state_table.py).
+    table = None
+    if not settings.embedded_broker:
+        from .state_table import StateTable
+
+        table = StateTable(app, settings.broker.partitions)
     snaps = FeatureSnapshots(
         runtime.core.scorer, settings.node_dir / "state" / "features", settings.broker.partitions,
-        store=getattr(runtime.dedup, "store", runtime.dedup),  # the journal's database
+        store=getattr(runtime.dedup, "store", runtime.dedup), table=table,
     )  # fmt: skip
+    if table is not None:
+        table.on_recovered = snaps.adopt
     restored = snaps.restore()
-    if restored["shards"] or restored["corrupt"]:
+    if any(restored.values()):
         log.info("feature state restored: %s", restored)
     runtime.snapshots = snaps
 

@@ -162,11 +162,14 @@ class FeatureSnapshots:
         log.error("feature snapshot %s unusable (%s); moved to %s, the shard starts from "
                   "the journal", p, why, bad.name)  # fmt: skip
 
-    def restore(self, newer: Mapping[int, ShardSnapshot] | None = None) -> dict[str, int]:
+    def restore(
+        self, newer: Mapping[int, ShardSnapshot] | None = None, *, prefer_newer: bool = False
+    ) -> dict[str, int]:
         """Restore every shard and re-fold the journal after it (see module docstring).
 
         ``newer``: snapshots from elsewhere (the Faust table) used instead of a
-        shard's file when they cover a later position. Returns counts.
+        shard's file when they cover a later position (always, with
+        ``prefer_newer``). Returns counts.
         """
         out = {"shards": 0, "cards": 0, "terminals": 0, "corrupt": 0, "replayed_batches": 0,
                "replayed_tx": 0, "from_table": 0}  # fmt: skip
@@ -177,7 +180,7 @@ class FeatureSnapshots:
             if (
                 0 <= shard < self.shards
                 and s.n_shards == self.shards
-                and (shard not in snaps or s.covered > snaps[shard].covered)
+                and (prefer_newer or shard not in snaps or s.covered > snaps[shard].covered)
             ):
                 snaps[shard] = s
                 out["from_table"] += 1
@@ -204,6 +207,37 @@ class FeatureSnapshots:
             out["terminals"] += terms
         if journal is not None:
             self._refold(journal, done, None, out)
+        return out
+
+    def adopt(self, newer: Mapping[int, ShardSnapshot]) -> dict[str, int] | None:
+        """Rebuild the state when ``newer`` (the Faust table after recovery) has shards
+        covering a later journal position than those restored; None if none is newer.
+
+        Runs on the event loop (no decision interleaves); every batch decided since
+        start is in the journal, so the rebuilt state is exact. A snapshot covering a
+        position beyond this journal's newest comes from another journal (a lost or
+        replaced disk): it counts as covering nothing here, so every local batch is
+        re-folded after it.
+        """
+        if not self.enabled:
+            return None
+        journal = self.store.journal if self.store is not None else None
+        last = journal.last_seq if journal is not None else 0
+        better: dict[int, ShardSnapshot] = {}
+        for shard, s in newer.items():
+            if not (0 <= shard < self.shards and s.n_shards == self.shards):
+                continue
+            if s.covered > last:
+                s = ShardSnapshot(s.shard, s.n_shards, 0, s.written_at_us, s.blob)
+            if s.covered > self.covered[shard] or (s.covered == 0 and self.covered[shard] == 0):
+                better[shard] = s
+        if not better:
+            return None
+        state = self.scorer.state
+        self.scorer.state = type(state)(state.config)  # rebuilt from scratch below
+        self.covered = [0] * self.shards
+        out = self.restore(newer=better, prefer_newer=True)
+        log.warning("feature state rebuilt from the state table (newer than the files): %s", out)
         return out
 
     def _refold(self, journal: Any, after: int, upto: int | None, out: dict[str, int]) -> None:
