@@ -34,53 +34,81 @@ import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from fraudnet.core.ids import key64
-from fraudnet.core.records import (
-    REF_LEN,
-    Decision,
-    TxColumns,
-    TxRecord,
-    decode_decisions,
-    encode_decisions,
-)
+from fraudnet.core.records import OUTCOMES, REF_LEN, Decision, TxColumns, TxRecord
 from fraudnet.errors import InputError
 
-__all__ = ["MAX_BATCH_TX", "Intent", "Journal", "decode_columns", "encode_columns"]
+__all__ = [
+    "MAX_BATCH_TX", "Intent", "Journal", "JournalBatch", "decode_columns", "decode_decisions",
+    "encode_columns", "encode_decisions",
+]  # fmt: skip
 
-_MAGIC: Final = b"FNJ1"
+_MAGIC: Final = b"FNJ2"
+_DMAGIC: Final = b"FND1"
 _HEAD: Final = struct.Struct("<4sI")
 #: a journal batch holds at most this many transactions (a decoder refuses more)
 MAX_BATCH_TX: Final = 200_000
-#: bytes per transaction of the fold columns: card key, terminal key, ts, amount, label
-_ROW: Final = 8 + 8 + 8 + 8 + 1
+#: bytes per transaction of the fold inputs: card ref, terminal ref, ts_us, amount, label
+_ROW: Final = REF_LEN + REF_LEN + 8 + 8 + 1
+_OUTCOME_CODE: Final = {o: i for i, o in enumerate(OUTCOMES)}
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS journal ("
     " seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL, path TEXT NOT NULL,"
     " audit_from INTEGER NOT NULL, n INTEGER NOT NULL, confirmed INTEGER NOT NULL,"
-    " cols BLOB NOT NULL, decisions BLOB, trefs BLOB)"
+    " cols BLOB NOT NULL, decisions BLOB)"
 )
 
 
 def encode_columns(records: Sequence[TxRecord]) -> bytes:
-    """The fold inputs of ``records`` (what :func:`~fraudnet.core.records.columns`
-    gives the feature kernels), as little-endian arrays."""
+    """The fold inputs of ``records`` as little-endian arrays: card and terminal
+    references (16 bytes; the state keys are their first 8, see
+    :func:`~fraudnet.core.ids.key64`), event time (µs), amount, label (-1 unknown)."""
     n = len(records)
-    ck = np.fromiter((key64(r.card_ref) for r in records), dtype="<u8", count=n)
-    tk = np.fromiter((key64(r.terminal_ref) for r in records), dtype="<u8", count=n)
-    ts = np.fromiter((r.ts_us / 1e6 for r in records), dtype="<f8", count=n)
-    amt = np.fromiter((r.amount for r in records), dtype="<f8", count=n)
-    lab = np.fromiter((-1 if r.label is None else r.label for r in records), dtype="i1", count=n)
-    return b"".join((_HEAD.pack(_MAGIC, n), ck.tobytes(), tk.tobytes(), ts.tobytes(),
-                     amt.tobytes(), lab.tobytes()))  # fmt: skip
+    cards = b"".join([r.card_ref for r in records])
+    terms = b"".join([r.terminal_ref for r in records])
+    if len(cards) != n * REF_LEN or len(terms) != n * REF_LEN:
+        raise InputError("journal: a record's reference is not 16 bytes")
+    ts = np.fromiter([r.ts_us for r in records], dtype="<i8", count=n)
+    amt = np.fromiter([r.amount for r in records], dtype="<f8", count=n)
+    lab = np.fromiter([-1 if r.label is None else r.label for r in records], dtype="i1", count=n)
+    return b"".join((_HEAD.pack(_MAGIC, n), cards, terms, ts.tobytes(), amt.tobytes(),
+                     lab.tobytes()))  # fmt: skip
 
 
-def decode_columns(blob: bytes, where: str) -> TxColumns:
+@dataclass(frozen=True, slots=True)
+class JournalBatch:
+    """Decoded fold inputs of one batch (:func:`decode_columns`)."""
+
+    card_refs: bytes
+    terminal_refs: bytes
+    ts_us: npt.NDArray[np.int64]
+    amount: npt.NDArray[np.float64]
+    label: npt.NDArray[np.int8]
+
+    def __len__(self) -> int:
+        return int(self.ts_us.shape[0])
+
+    def columns(self) -> TxColumns:
+        """What :func:`~fraudnet.core.records.columns` gives the kernels for the batch."""
+        n = len(self)
+        return TxColumns(
+            card_key=np.frombuffer(self.card_refs, dtype="<u8").reshape(n, 2)[:, 0].astype(
+                np.uint64),
+            terminal_key=np.frombuffer(self.terminal_refs, dtype="<u8").reshape(n, 2)[:, 0]
+            .astype(np.uint64),
+            ts_s=self.ts_us.astype(np.float64) / 1e6, amount=self.amount.astype(np.float64),
+            mcc=np.full(n, -1, dtype=np.int32), channel=np.full(n, -1, dtype=np.int8),
+            label=self.label.astype(np.int8),
+        )  # fmt: skip
+
+
+def decode_columns(blob: bytes, where: str) -> JournalBatch:
     """Inverse of :func:`encode_columns`; :class:`InputError` naming ``where`` on damage."""
     if len(blob) < _HEAD.size:
         raise InputError(f"{where}: journal batch shorter than its header")
@@ -89,21 +117,78 @@ def decode_columns(blob: bytes, where: str) -> TxColumns:
         raise InputError(f"{where}: not a journal batch (magic {magic!r})")
     if n > MAX_BATCH_TX or len(blob) != _HEAD.size + n * _ROW:
         raise InputError(f"{where}: journal batch of {n} rows has {len(blob)} bytes")
-    off = _HEAD.size
+    o = _HEAD.size
+    cards, terms = blob[o : o + n * REF_LEN], blob[o + n * REF_LEN : o + 2 * n * REF_LEN]
+    o += 2 * n * REF_LEN
+    ts = np.frombuffer(blob, dtype="<i8", count=n, offset=o).astype(np.int64)
+    amt = np.frombuffer(blob, dtype="<f8", count=n, offset=o + 8 * n).astype(np.float64)
+    lab = np.frombuffer(blob, dtype="i1", count=n, offset=o + 16 * n).astype(np.int8)
+    if not (np.isfinite(amt).all() and (ts >= 0).all()):
+        raise InputError(f"{where}: journal batch has a negative time or non-finite amount")
+    return JournalBatch(cards, terms, ts, amt, lab)
 
-    def take(dtype: str, native: type[np.generic]) -> npt.NDArray[Any]:
-        nonlocal off
-        a = np.frombuffer(blob, dtype=dtype, count=n, offset=off).astype(native)
-        off += n * np.dtype(dtype).itemsize
-        return a
 
-    ck, tk = take("<u8", np.uint64), take("<u8", np.uint64)
-    ts, amt = take("<f8", np.float64), take("<f8", np.float64)
-    lab = take("i1", np.int8)
-    return TxColumns(
-        card_key=ck, terminal_key=tk, ts_s=ts, amount=amt,
-        mcc=np.full(n, -1, dtype=np.int32), channel=np.full(n, -1, dtype=np.int8), label=lab,
+def encode_decisions(decisions: Sequence[Decision]) -> bytes:
+    """The decisions of a batch, column-wise (what settling needs to audit them).
+
+    Card reference, event time and label are not repeated: they are in the fold
+    inputs of the same row."""
+    n = len(decisions)
+    ids = [d.tx_id.encode() for d in decisions]
+    reasons: dict[tuple[str, ...], int] = {}
+    models: dict[str, int] = {}
+    r_idx = np.fromiter([reasons.setdefault(d.reasons, len(reasons)) for d in decisions],
+                        dtype="<u4", count=n)  # fmt: skip
+    m_idx = np.fromiter([models.setdefault(d.model_id, len(models)) for d in decisions],
+                        dtype="<u4", count=n)  # fmt: skip
+    cols = (
+        np.fromiter([len(i) for i in ids], dtype="<u4", count=n),
+        np.fromiter([_OUTCOME_CODE[d.outcome] for d in decisions], dtype="u1", count=n),
+        np.fromiter([d.score for d in decisions], dtype="<f8", count=n),
+        np.fromiter([d.decided_at_us for d in decisions], dtype="<i8", count=n),
+        np.fromiter([d.latency_us for d in decisions], dtype="<i8", count=n),
+        r_idx, m_idx,
     )  # fmt: skip
+    tables: bytes = msgpack.packb([list(reasons), list(models)], use_bin_type=True)
+    return b"".join((_HEAD.pack(_DMAGIC, n), *(c.tobytes() for c in cols),
+                     struct.pack("<I", len(tables)), tables, b"".join(ids)))  # fmt: skip
+
+
+def decode_decisions(blob: bytes, batch: JournalBatch, where: str) -> list[Decision]:
+    """Inverse of :func:`encode_decisions` given the row's fold inputs."""
+    try:
+        magic, n = _HEAD.unpack_from(blob)
+        if magic != _DMAGIC or n != len(batch):
+            raise ValueError(f"magic {magic!r}, {n} decisions for {len(batch)} rows")
+        o = _HEAD.size
+        out_cols = []
+        for dtype in ("<u4", "u1", "<f8", "<i8", "<i8", "<u4", "<u4"):
+            size = np.dtype(dtype).itemsize * n
+            out_cols.append(np.frombuffer(blob, dtype=dtype, count=n, offset=o))
+            o += size
+        (tlen,) = struct.unpack_from("<I", blob, o)
+        o += 4
+        reasons, models = msgpack.unpackb(blob[o : o + tlen], raw=False, max_array_len=1 << 20)
+        o += tlen
+        lens, outc, score, dec_at, lat, r_idx, m_idx = (c.tolist() for c in out_cols)
+        ids_blob = blob[o:]
+        if sum(lens) != len(ids_blob):
+            raise ValueError("transaction ids do not match their lengths")
+        out: list[Decision] = []
+        p = 0
+        ts, lab = batch.ts_us.tolist(), batch.label.tolist()
+        for i in range(n):
+            tx_id = ids_blob[p : p + lens[i]].decode()
+            p += lens[i]
+            out.append(Decision(
+                tx_id, batch.card_refs[i * REF_LEN : (i + 1) * REF_LEN], OUTCOMES[outc[i]],
+                float(score[i]), tuple(str(x) for x in reasons[r_idx[i]]), str(models[m_idx[i]]),
+                int(ts[i]), int(dec_at[i]), int(lat[i]), None if lab[i] < 0 else int(lab[i]),
+            ))  # fmt: skip
+        return out
+    except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError,
+            msgpack.UnpackException) as e:  # fmt: skip
+        raise InputError(f"{where}: journal decisions unreadable ({e})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +208,9 @@ class Journal:
     def __init__(self, db: sqlite3.Connection, where: str) -> None:
         self._db = db
         self.where = where
+        cols = {row[1] for row in db.execute("PRAGMA table_info(journal)")}
+        if "trefs" in cols:  # a pre-release layout (FNJ1 rows): nothing to keep
+            db.execute("DROP TABLE journal")
         db.execute(_SCHEMA)
         row = db.execute("SELECT max(seq), count(*), coalesce(sum(n), 0) FROM journal").fetchone()
         #: seq of the newest batch (0 = none yet); survives truncation through a
@@ -144,10 +232,9 @@ class Journal:
             raise InputError("journal: decisions and records differ in length")
         self.last_seq += 1
         self._db.execute(
-            "INSERT INTO journal VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+            "INSERT INTO journal VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
             (self.last_seq, decisions[0].decided_at_us if decisions else 0, path, audit_from,
-             len(records), encode_columns(records), encode_decisions(decisions),
-             b"".join(r.terminal_ref for r in records)),
+             len(records), encode_columns(records), encode_decisions(decisions)),
         )  # fmt: skip
         self.batches += 1
         self.tx += len(records)
@@ -156,7 +243,7 @@ class Journal:
     def confirm(self, seq: int) -> None:
         """Mark ``seq`` audited (drops the decisions, keeps the fold inputs)."""
         self._db.execute(
-            "UPDATE journal SET confirmed = 1, decisions = NULL, trefs = NULL WHERE seq = ?",
+            "UPDATE journal SET confirmed = 1, decisions = NULL WHERE seq = ?",
             (seq,),
         )
 
@@ -164,17 +251,16 @@ class Journal:
     def unconfirmed(self) -> list[Intent]:
         """Intents not confirmed (left by a crash), oldest first."""
         out = []
-        for seq, path, audit_from, n, dec, trefs in self._db.execute(
-            "SELECT seq, path, audit_from, n, decisions, trefs FROM journal"
+        for seq, path, audit_from, cols, dec in self._db.execute(
+            "SELECT seq, path, audit_from, cols, decisions FROM journal"
             " WHERE confirmed = 0 ORDER BY seq"
         ):
             where = f"{self.where}: journal seq {seq}"
-            decisions = decode_decisions(bytes(dec or b""))
-            refs = bytes(trefs or b"")
-            if len(decisions) != n or len(refs) != n * REF_LEN:
-                raise InputError(f"{where}: intent of {n} has {len(decisions)} decisions")
-            out.append(Intent(int(seq), str(path), int(audit_from), decisions,
-                              [refs[i * REF_LEN:(i + 1) * REF_LEN] for i in range(n)]))  # fmt: skip
+            batch = decode_columns(bytes(cols), where)
+            decisions = decode_decisions(bytes(dec or b""), batch, where)
+            refs = batch.terminal_refs
+            trefs = [refs[i * REF_LEN : (i + 1) * REF_LEN] for i in range(len(batch))]
+            out.append(Intent(int(seq), str(path), int(audit_from), decisions, trefs))
         return out
 
     def batches_between(
@@ -186,7 +272,10 @@ class Journal:
             "SELECT seq, cols FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq", (after, hi)
         )
         for seq, cols in cur:
-            yield int(seq), decode_columns(bytes(cols), f"{self.where}: journal seq {seq}")
+            yield (
+                int(seq),
+                decode_columns(bytes(cols), f"{self.where}: journal seq {seq}").columns(),
+            )
 
     def truncate(self, upto: int, max_tx: int | None = None) -> int:
         """Delete confirmed batches with ``seq <= upto``; with ``max_tx``, then also the

@@ -16,7 +16,12 @@ from sklearn.ensemble import RandomForestClassifier
 from fraudnet.adapters.storage.audit_files import iter_payloads, verify_log
 from fraudnet.adapters.storage.audit_log import open_audit_log
 from fraudnet.adapters.storage.dedup import DedupStore
-from fraudnet.adapters.storage.journal import decode_columns, encode_columns
+from fraudnet.adapters.storage.journal import (
+    decode_columns,
+    decode_decisions,
+    encode_columns,
+    encode_decisions,
+)
 from fraudnet.adapters.storage.journal_recovery import settle_intents
 from fraudnet.adapters.stream.snapshots import FeatureSnapshots
 from fraudnet.core.audit.framing import parse_record_payload
@@ -87,12 +92,20 @@ def _canonical(scorer: ModelScorer) -> dict[str, list[Any]]:
 def test_columns_round_trip_and_damage_is_typed() -> None:
     recs = _batch(random.Random(1), 0, 7, T0)
     blob = encode_columns(recs)
-    got, want = decode_columns(blob, "here"), columns(recs)
+    batch = decode_columns(blob, "here")
+    got, want = batch.columns(), columns(recs)
     for f in ("card_key", "terminal_key", "ts_s", "amount", "label"):
         assert np.array_equal(getattr(got, f), getattr(want, f)), f
     for bad in (blob[:5], b"XXXX" + blob[4:], blob + b"\0", blob[:-1]):
         with pytest.raises(InputError, match="here"):
             decode_columns(bad, "here")
+    ds = [Decision(r.tx_id, r.card_ref, "review", 0.25 + k, ("A", "B") if k % 2 else (),
+                   f"m{k % 2}", r.ts_us, 77, k, r.label) for k, r in enumerate(recs)]  # fmt: skip
+    dblob = encode_decisions(ds)
+    assert decode_decisions(dblob, batch, "here") == ds
+    for bad in (dblob[:7], dblob[:-1], b"XXXX" + dblob[4:], dblob + b"x"):
+        with pytest.raises(InputError, match="here"):
+            decode_decisions(bad, batch, "here")
 
 
 def test_intent_is_confirmed_with_its_dedup_rows_and_truncated(tmp_path: Path) -> None:
