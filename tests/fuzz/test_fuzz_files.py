@@ -22,6 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 from fuzz_support import WEIRD, fuzz_modes, mutate_bytes, mutate_value, run_target
@@ -29,13 +30,15 @@ from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from fraudnet.adapters.p2p import files
 from fraudnet.adapters.p2p.settings import P2PSettings
 from fraudnet.config import load_settings, render_default_toml
 from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
 from fraudnet.core.policy import PolicyEngine, PolicyHolder, load_bundle
 from fraudnet.core.policy.inputs import PolicyInput
 from fraudnet.core.scoring import decode_model, encode_model
-from fraudnet.errors import ConfigError, ModelError, PolicyError
+from fraudnet.core.signals import Validator
+from fraudnet.errors import ConfigError, KeyFileError, ModelError, PolicyError
 from fraudnet.training.convert import compile_sklearn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,3 +190,56 @@ def test_model_header_nested_too_deeply_is_a_model_error() -> None:
     head = b"[" * 100_000
     with pytest.raises(ModelError, match="corrupt header"):
         decode_model(b"FNMD" + struct.pack("<I", len(head)) + head)
+
+
+# -- p2p state and key files ------------------------------------------------------------
+
+_STATE_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-p2p-"))
+_REPLAY = msgpack.packb({"v": 1, "windows": {"bank-a": [10, [8, 9, 10]], "bank-b": [3, [3]]}})
+_KEYFILE = (
+    b"# epoch starts key\n0 1735689600 " + b"ab" * 32 + b"\n1 1767225600 " + b"cd" * 32 + b"\n"
+)
+
+
+@st.composite
+def p2p_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(["seq", "replay", "keys"]))
+    if kind == "seq":
+        return kind, draw(mutate_bytes([b"1000\n", b"18446744073709551615\n"],
+                                       magic=(b"9" * 30, b"9" * 5000, b"-", b"\x00", b"\xff")))  # fmt: skip
+    if kind == "replay":
+        if draw(st.booleans()):
+            return kind, msgpack.packb(draw(mutate_value([msgpack.unpackb(_REPLAY)])))
+        return kind, draw(mutate_bytes([_REPLAY]))
+    return kind, draw(mutate_bytes([_KEYFILE], magic=(b"9" * 5000, b"#", b"\n", b" ", b"zz")))
+
+
+def _check_p2p_file(case: tuple[str, bytes]) -> None:
+    kind, data = case
+    if kind == "seq":
+        (_STATE_DIR / files.SEQ_FILE).write_bytes(data)
+        assert 0 <= files.read_seq(_STATE_DIR) < 2**64
+    elif kind == "replay":
+        (_STATE_DIR / files.REPLAY_FILE).write_bytes(data)
+        snap = files.read_replay_state(_STATE_DIR)
+        try:  # exactly what P2PService does at start
+            Validator("net", {}).restore(snap)
+        except ValueError as e:
+            raise ConfigError(f"replay state: {e}") from None
+    else:
+        path = _STATE_DIR / "network.key"
+        path.write_bytes(data)
+        path.chmod(0o600)
+        ring = files.load_network_keyring(path, 3600)
+        assert ring.epochs
+
+
+@pytest.mark.parametrize("mode", fuzz_modes())
+def test_fuzz_p2p_state_and_key_files(mode: str) -> None:
+    run_target("p2p_files", mode, p2p_files(), _check_p2p_file, (ConfigError, KeyFileError))
+
+
+def test_sequence_state_of_5000_digits_is_a_config_error() -> None:
+    (_STATE_DIR / files.SEQ_FILE).write_bytes(b"9" * 5000)
+    with pytest.raises(ConfigError, match="corrupt sequence state"):
+        files.read_seq(_STATE_DIR)

@@ -31,6 +31,7 @@ __all__ = ["atomic_write", "load_network_keyring", "read_replay_state", "read_se
 SEQ_FILE = "p2p-seq"
 REPLAY_FILE = "p2p-replay.msgpack"
 MAX_STATE_BYTES = 64 * 1024 * 1024
+MAX_SEQ = (1 << 64) - 1
 
 
 def load_network_keyring(path: Path, grace_s: int) -> NetworkKeyring:
@@ -72,8 +73,9 @@ def read_seq(state_dir: Path) -> int:
         return 0
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read sequence state ({e})") from None
-    if not text.isdigit():
-        raise ConfigError(f"{path}: corrupt sequence state (expected a decimal number)")
+    # <= 20 digits: int() refuses over 4300, and a sequence number is an unsigned 64-bit value
+    if not (text.isdigit() and len(text) <= 20 and int(text) <= MAX_SEQ):
+        raise ConfigError(f"{path}: corrupt sequence state (expected a decimal number < 2**64)")
     return int(text)
 
 
