@@ -243,3 +243,77 @@ def test_sequence_state_of_5000_digits_is_a_config_error() -> None:
     (_STATE_DIR / files.SEQ_FILE).write_bytes(b"9" * 5000)
     with pytest.raises(ConfigError, match="corrupt sequence state"):
         files.read_seq(_STATE_DIR)
+
+
+# -- node key files -----------------------------------------------------------------------
+
+_KEY_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-keys-"))
+
+
+def _pem(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))  # fmt: skip
+
+
+def _key_seeds() -> list[bytes]:
+    from cryptography.hazmat.primitives.asymmetric import ec, x448
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ed = Ed25519PrivateKey.from_private_bytes(b"\x11" * 32)
+    return [_pem(ed), _pem(x448.X448PrivateKey.generate()),
+            _pem(ec.generate_private_key(ec.SECP256R1()))]  # fmt: skip
+
+
+KEY_SEEDS = _key_seeds()
+
+
+@st.composite
+def key_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(["node.key", "local.secret", "api.token"]))
+    if kind == "node.key":
+        if draw(st.booleans()):  # mutate inside the base64 DER, keeping the PEM armour
+            import base64
+
+            pem = draw(st.sampled_from(KEY_SEEDS))
+            der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+            der = draw(mutate_bytes([der], magic=(b"\x06\x03\x2b\x65\x7f", b"\x30\x82\xff\xff")))
+            return kind, (b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(der)
+                          + b"-----END PRIVATE KEY-----\n")  # fmt: skip
+        return kind, draw(mutate_bytes(KEY_SEEDS))
+    seed = b"ab" * 32 + b"\n" if kind == "local.secret" else b"t0k3n-" * 5 + b"\n"
+    return kind, draw(mutate_bytes([seed], magic=(b"\xff", b"\x00", b"zz", b"\n")))
+
+
+def _check_key_file(case: tuple[str, bytes]) -> None:
+    from fraudnet.adapters.storage import keys
+
+    name, data = case
+    path = _KEY_DIR / name
+    path.write_bytes(data)
+    path.chmod(0o600)
+    loader = {"node.key": keys.load_node_key, "local.secret": keys.load_local_secret,
+              "api.token": keys.load_api_token}[name]  # fmt: skip
+    assert loader(_KEY_DIR) is not None
+
+
+@pytest.mark.parametrize("mode", fuzz_modes())
+def test_fuzz_node_key_files(mode: str) -> None:
+    run_target("key_files", mode, key_files(), _check_key_file, (KeyFileError,))
+
+
+def test_a_pem_key_of_an_unknown_algorithm_is_a_key_file_error() -> None:
+    import base64
+
+    from fraudnet.adapters.storage.keys import load_node_key
+
+    der = bytearray(base64.b64decode(b"".join(KEY_SEEDS[1].splitlines()[1:-1])))
+    i = der.find(bytes([0x06, 0x03, 0x2B, 0x65, 0x6F]))  # the X448 OID 1.3.101.111
+    der[i + 4] = 0x7F  # 1.3.101.127: no such algorithm
+    path = _KEY_DIR / "node.key"
+    path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(bytes(der))
+                     + b"-----END PRIVATE KEY-----\n")  # fmt: skip
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError, match="not a PEM private key"):
+        load_node_key(_KEY_DIR)
