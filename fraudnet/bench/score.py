@@ -11,6 +11,8 @@ in the same process:
 * ``batch_ns_per_tx`` -- the same in batches of ``--batch`` (1,000);
 * ``sklearn_single_ns`` / ``sklearn_batch_ns_per_tx`` -- scikit-learn's
   ``predict_proba`` on one row / on the batch (model only, no features);
+* ``speedup_single`` / ``speedup_batch`` -- scikit-learn time over ours, in
+  the same run (what to compare across runs on a shared machine);
 * ``nodes_per_tx`` -- tree nodes visited per transaction (the work the
   traversal does), and the state's bytes per card / terminal;
 * ``single_cpu_ns`` / ``batch_cpu_ns_per_tx`` -- the same as thread CPU
@@ -67,19 +69,20 @@ def _visits(model: Any, x: Any) -> float:
     """Mean internal nodes visited per row (all trees), by a numpy traversal."""
     if model.kind == "linear":
         return 0.0
-    ni, nf = model.nodes_i, model.nodes_f
-    leaf = model.arrays["feature"] < 0
+    nodes = model.nodes
+    leaf = nodes["right"] == np.arange(nodes.shape[0])
+    rows = np.arange(x.shape[0])
     total = 0
-    for root in model.arrays["roots"]:
+    for root in model.trees:
         node = np.full(x.shape[0], root, dtype=np.int64)
         while True:
             live = ~leaf[node]
             if not live.any():
                 break
             total += int(live.sum())
-            f = model.cols[ni[node, 0]]
-            right = x[np.arange(x.shape[0]), f] > nf[node, 0]
-            nxt = np.where(right, ni[node, 1], node + 1)
+            f = model.cols[nodes["feat"][node]]
+            right = x[rows, f] > nodes["thr"][node]
+            nxt = np.where(right, nodes["right"][node], node + 1)
             node = np.where(live, nxt, node)
     return float(total / x.shape[0])
 
@@ -91,7 +94,8 @@ def _visits(model: Any, x: Any) -> float:
 @click.option("--single", "n_single", default=2000, show_default=True)
 @click.option(
     "--model", "model_name", default="rf", show_default=True,
-    help="'rf' = 100 trees, scikit-learn defaults; or a training candidate (hgb, rf_leaf20...)",
+    help="'rf' = 100 trees, scikit-learn defaults; or a training candidate (rf_leaf5, hgb, "
+    "blend...)",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 def cli(
@@ -155,20 +159,28 @@ def cli(
         t0 = time.perf_counter_ns()
         rf.predict_proba(xb)
         sk_batch.append((time.perf_counter_ns() - t0) / batch)
-    nodes = int(model.nodes_i.shape[0])
+    nodes = int(model.nodes.shape[0])
+    single_ns = float(statistics.median(singles))
+    batch_ns = float(statistics.median(batches)) if batches else None
+    sk_single_ns = float(statistics.median(sk_single))
+    sk_batch_ns = float(statistics.median(sk_batch))
     out = {
-        "single_ns": float(statistics.median(singles)),
+        "single_ns": single_ns,
         "single_p99_ns": float(np.percentile(singles, 99)),
-        "batch_ns_per_tx": float(statistics.median(batches)) if batches else None,
+        "batch_ns_per_tx": batch_ns,
         # CPU time of this thread: what the code costs when the machine is shared
         "single_cpu_ns": float(statistics.median(singles_cpu)),
         "batch_cpu_ns_per_tx": float(statistics.median(batches_cpu)) if batches_cpu else None,
-        "sklearn_single_ns": float(statistics.median(sk_single)),
-        "sklearn_batch_ns_per_tx": float(statistics.median(sk_batch)),
+        "sklearn_single_ns": sk_single_ns,
+        "sklearn_batch_ns_per_tx": sk_batch_ns,
+        # same-run ratios (robust to a loaded machine): how many times faster than
+        # scikit-learn's predict_proba alone, although ours includes the feature update
+        "speedup_single": sk_single_ns / single_ns,
+        "speedup_batch": sk_batch_ns / batch_ns if batch_ns else None,
         "batch": batch,
         "model": model_name,
         "kind": model.kind,
-        "trees": int(model.arrays["roots"].shape[0]) if model.kind != "linear" else 0,
+        "trees": model.n_trees,
         "forest_nodes": nodes,
         "nodes_per_tx": _visits(model, xb_all),
         "bytes_per_card": config.bytes_per_card(),

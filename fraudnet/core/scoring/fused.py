@@ -10,6 +10,10 @@ path (``FeatureState.fold_arrays`` + ``CompiledModel.predict_many`` +
 :func:`~.reasons.reasons_many`); a test checks that, and the pure-Python
 twin (``score_fused.py_func``).
 
+The kernel's on-disk cache is keyed on its whole call tree
+(:func:`~.jitcache.deep_cache`): numba alone would keep serving a stale
+feature or tree kernel compiled into it after those modules change.
+
 Input checks happen inside the kernel before anything is folded: a
 non-finite or out-of-range time or amount returns ``-(row + 1)``.
 """
@@ -25,6 +29,7 @@ import numpy.typing as npt
 
 from ..features.kernels import fold_many
 from .compiled import forest_many, linear_many
+from .jitcache import deep_cache
 
 __all__ = ["MAX_TS", "SCORE_EDGES", "bin_of", "reason_keys", "score_fused"]
 
@@ -92,6 +97,7 @@ def reason_keys(
         keys[i] = key
 
 
+@deep_cache  # its callees live in other modules: numba's own key would miss their changes
 @numba.njit(cache=True, nogil=True)
 def score_fused(  # type: ignore[no-untyped-def]  # 56 arrays/scalars, documented below
     c_tab_keys,
