@@ -160,6 +160,7 @@ def _flooder_main(cfg: dict[str, Any], cmd_q: Any, out_q: Any) -> None:
             _, replay_seq, rate, n = cmd
             wrong = Ed25519PrivateKey.from_private_bytes(b"\x7f" * 32)
             envs = hostile_envelopes(key, wrong, n, int(time.time() * S), replay_seq)
+            out_q.put(("started", time.time()))
             t0 = time.monotonic()
             for i, (_kind, data) in enumerate(envs):
                 due = t0 + i / rate
@@ -271,6 +272,8 @@ def run(
                 next_honest += 1.0 / honest_per_s
             with contextlib.suppress(queue.Empty):
                 got = out_q.get(timeout=max(0.0, next_honest - time.monotonic()))
+                if got[0] == "started":
+                    wall0 = got[1]  # the flooder's first envelope (same host clock)
                 flooded = got if got[0] == "flooded" else flooded
         _, offered_s, raw_dropped = flooded
         offered_s = max(offered_s, 1e-9)
