@@ -70,17 +70,20 @@ class ShardSnapshot:
     blob: bytes
 
 
+_FIELDS: Final = struct.Struct("<4sHHIIQQ")  # the header without its digest
+
+
 def encode_snapshot(s: ShardSnapshot) -> bytes:
-    digest = hashlib.sha256(s.blob).digest()
-    head = _HEAD.pack(_MAGIC, _VERSION, 0, s.shard, s.n_shards, s.covered, s.written_at_us,
-                      digest)  # fmt: skip
-    return head + s.blob
+    """Header (magic, version, shard, shard count, covered position, write time) +
+    SHA-256 over the header fields and the blob + the blob."""
+    fields = _FIELDS.pack(_MAGIC, _VERSION, 0, s.shard, s.n_shards, s.covered, s.written_at_us)
+    return fields + hashlib.sha256(fields + s.blob).digest() + s.blob
 
 
 def decode_snapshot(data: bytes, where: str) -> ShardSnapshot:
-    """Parse :func:`encode_snapshot` bytes; :class:`InputError` naming ``where`` on damage.
-
-    A legacy file (a bare core blob) covers journal position 0."""
+    """Parse :func:`encode_snapshot` bytes; :class:`InputError` naming ``where`` on damage
+    (any changed byte, header or blob). A legacy file (a bare core blob) covers
+    journal position 0."""
     if data[:4] == _LEGACY:
         return ShardSnapshot(-1, -1, 0, 0, data)
     if len(data) < _HEAD.size:
@@ -89,7 +92,7 @@ def decode_snapshot(data: bytes, where: str) -> ShardSnapshot:
     if magic != _MAGIC or version != _VERSION:
         raise InputError(f"{where}: not a feature snapshot (magic {magic!r}, version {version})")
     blob = data[_HEAD.size :]
-    if hashlib.sha256(blob).digest() != digest:
+    if hashlib.sha256(data[: _FIELDS.size] + blob).digest() != digest:
         raise InputError(f"{where}: checksum mismatch (torn or altered)")
     return ShardSnapshot(shard, n_shards, covered, at_us, blob)
 
