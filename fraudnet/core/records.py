@@ -20,6 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final, Literal
 
 import msgpack
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 REF_LEN: Final = 16
-BATCH_VERSION: Final = 1
+BATCH_VERSION: Final = 2
 MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
 Outcome = Literal["allow", "review", "block"]
 OUTCOMES: Final[tuple[Outcome, ...]] = ("allow", "review", "block")
@@ -193,9 +194,7 @@ def columns(records: Sequence[TxRecord]) -> TxColumns:
         ),
         ts_s=np.fromiter((r.ts_us / 1e6 for r in records), dtype=np.float64, count=n),
         amount=np.fromiter((r.amount for r in records), dtype=np.float64, count=n),
-        mcc=np.fromiter(
-            (-1 if r.mcc is None else r.mcc for r in records), dtype=np.int32, count=n
-        ),
+        mcc=np.fromiter((-1 if r.mcc is None else r.mcc for r in records), dtype=np.int32, count=n),
         channel=np.fromiter(
             (chan_index.get(r.channel, -1) if r.channel else -1 for r in records),
             dtype=np.int8,
@@ -262,32 +261,128 @@ class Decision:
 def encode_tx_batch(
     records: Sequence[TxRecord], arrival_us: Sequence[int], batch_id: str = ""
 ) -> bytes:
-    """One internal-topic message: ``[version, [[record], ...], [arrival_us, ...], batch_id]``.
+    """One internal-topic message: ``[2, columns, arrivals, batch_id]`` (msgpack).
+
+    Columnar (version 2): each field is one column -- fixed-width numbers and the
+    16-byte references as little-endian byte strings, the rest as arrays -- so
+    encoding and decoding cost a few C calls per column instead of a list per
+    record (ADR 0500). A batch whose references are not all :data:`REF_LEN` bytes
+    or whose integers do not fit 64 bits is written as version 1, one array per
+    record (``[1, [[record], ...], [arrival_us, ...], batch_id]``); both decode.
 
     ``batch_id`` lets the producer of the batch (an HTTP ingest request) be
     told when the batch has been decided; ``""`` when nobody waits.
     """
-    out: bytes = msgpack.packb(
-        [BATCH_VERSION, [r.to_wire() for r in records], list(arrival_us), batch_id],
-        use_bin_type=True,
-    )
+    out: bytes
+    try:
+        *cols, arrivals = _columns_v2(records, arrival_us)
+    except (ValueError, OverflowError, TypeError):
+        out = msgpack.packb(
+            [1, [r.to_wire() for r in records], list(arrival_us), batch_id], use_bin_type=True
+        )
+        return out
+    out = msgpack.packb([BATCH_VERSION, cols, arrivals, batch_id], use_bin_type=True)
     return out
 
 
+_I8: Final = np.dtype("<i8")
+_F8: Final = np.dtype("<f8")
+#: columns of a version-2 batch, in order (after them: arrival times)
+_V2_COLUMNS: Final = 15
+
+
+_FIELDS: Final = attrgetter(
+    "tx_id", "ts_us", "card_ref", "terminal_ref", "amount", "amount_minor", "currency", "bin",
+    "merchant_ref", "device_ref", "mcc", "channel", "country", "label", "net_refs",
+)  # fmt: skip
+
+
+def _columns_v2(records: Sequence[TxRecord], arrival_us: Sequence[int]) -> list[Any]:
+    n = len(records)
+    if len(arrival_us) != n:
+        raise ValueError("arrival times and records differ in length")
+    if n == 0:
+        return [[], b"", b"", b"", b"", b"", [], [], [], [], [], [], [], [], [], b""]
+    c = list(zip(*map(_FIELDS, records), strict=True))  # one tuple per field, in C
+    cards, terms = b"".join(c[2]), b"".join(c[3])
+    if len(cards) != REF_LEN * n or len(terms) != REF_LEN * n:
+        raise ValueError("a reference is not REF_LEN bytes")
+    net = [[list(t) for t in x] if x else None for x in c[14]]
+    return [
+        list(c[0]), np.array(c[1], dtype=_I8).tobytes(), cards, terms,
+        np.array(c[4], dtype=_F8).tobytes(), np.array(c[5], dtype=_I8).tobytes(),
+        *(list(x) for x in c[6:14]), net, np.array(arrival_us, dtype=_I8).tobytes(),
+    ]  # fmt: skip
+
+
+def _opt(col: Any, n: int, types: type | tuple[type, ...], name: str) -> list[Any]:
+    if type(col) is not list or len(col) != n:
+        raise InputError(f"tx batch: column {name} is not an array of {n} items")
+    if not all(x is None or isinstance(x, types) for x in col):
+        raise InputError(f"tx batch: column {name} has an item of the wrong type")
+    return col
+
+
+def _fixed(b: Any, n: int, width: int, name: str) -> bytes:
+    if type(b) is not bytes or len(b) != width * n:
+        raise InputError(f"tx batch: column {name} is not {width * n} bytes")
+    return b
+
+
+def _net(x: Any) -> tuple[tuple[int, bytes, bytes], ...]:
+    if x is None:
+        return ()
+    return tuple((int(e), bytes(c), bytes(t)) for e, c, t in x)
+
+
+def _decode_v2(cols: Any, arrivals: Any) -> tuple[list[TxRecord], list[int]]:
+    if type(cols) is not list or len(cols) != _V2_COLUMNS:
+        raise InputError(f"tx batch: expected {_V2_COLUMNS} columns")
+    ids = cols[0]
+    if type(ids) is not list or not all(type(x) is str for x in ids):
+        raise InputError("tx batch: column tx_id is not an array of strings")
+    n = len(ids)
+    ts = np.frombuffer(_fixed(cols[1], n, 8, "ts_us"), dtype=_I8).tolist()
+    cb, tb = _fixed(cols[2], n, REF_LEN, "card_ref"), _fixed(cols[3], n, REF_LEN, "terminal_ref")
+    cards = [cb[i : i + REF_LEN] for i in range(0, REF_LEN * n, REF_LEN)]
+    terms = [tb[i : i + REF_LEN] for i in range(0, REF_LEN * n, REF_LEN)]
+    amount = np.frombuffer(_fixed(cols[4], n, 8, "amount"), dtype=_F8).tolist()
+    minor = np.frombuffer(_fixed(cols[5], n, 8, "amount_minor"), dtype=_I8).tolist()
+    cur = _opt(cols[6], n, str, "currency")
+    if None in cur:
+        raise InputError("tx batch: column currency has an empty item")
+    bins = _opt(cols[7], n, str, "bin")
+    merch, dev = _opt(cols[8], n, bytes, "merchant_ref"), _opt(cols[9], n, bytes, "device_ref")
+    mcc = _opt(cols[10], n, int, "mcc")
+    chan, country = _opt(cols[11], n, str, "channel"), _opt(cols[12], n, str, "country")
+    label = _opt(cols[13], n, int, "label")
+    net = [_net(x) for x in _opt(cols[14], n, list, "net_refs")]
+    arr = np.frombuffer(_fixed(arrivals, n, 8, "arrival_us"), dtype=_I8).tolist()
+    recs = list(map(TxRecord, ids, ts, cards, terms, amount, minor, cur, bins, merch, dev, mcc,
+                    chan, country, label, net))  # fmt: skip
+    return recs, arr
+
+
 def decode_tx_batch(data: bytes) -> tuple[list[TxRecord], list[int], str]:
+    """Decode a version-2 (columnar) or version-1 batch; :class:`InputError` when malformed."""
     if len(data) > MAX_BATCH_BYTES:
         raise InputError(f"tx batch: {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         version, recs, arrivals, batch_id = obj
-        records = [TxRecord.from_wire(w) for w in recs]
-        arrivals = [int(a) for a in arrivals]
+        if version == BATCH_VERSION:
+            records, arrivals = _decode_v2(recs, arrivals)
+        elif version == 1:
+            records = [TxRecord.from_wire(w) for w in recs]
+            arrivals = [int(a) for a in arrivals]
+            if len(recs) != len(arrivals):
+                raise InputError("tx batch: records and arrival times differ in length")
+        else:
+            raise InputError(f"tx batch: unsupported version {version!r}")
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"tx batch: not a valid batch message ({e})") from None
-    if version != BATCH_VERSION:
-        raise InputError(f"tx batch: unsupported version {version!r}")
-    if len(recs) != len(arrivals):
-        raise InputError("tx batch: records and arrival times differ in length")
     return records, arrivals, str(batch_id)
 
 
