@@ -34,15 +34,19 @@ line per pass, to ``$FRAUDNET_FUZZ_REPORT`` when set.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -322,6 +326,13 @@ def _drop_one(draw: st.DrawFn) -> Callable[[Any], Any]:
         return x
 
     return fn
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A private temporary directory removed when the test process exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def pack(obj: Any) -> bytes:

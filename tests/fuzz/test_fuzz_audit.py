@@ -12,13 +12,20 @@ damaged log is never reported as ok when a record byte changed.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fuzz_support import fuzz_modes, mutate_bytes, mutate_value, pack, run_target, unpack
+from fuzz_support import (
+    fuzz_modes,
+    mutate_bytes,
+    mutate_value,
+    pack,
+    run_target,
+    scratch_dir,
+    unpack,
+)
 from hypothesis import strategies as st
 
 from fraudnet.adapters.storage.audit_files import (
@@ -57,7 +64,7 @@ class _Clock:
 
 
 def _build() -> Path:
-    d = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-audit-")) / "audit"
+    d = scratch_dir("fraudnet-fuzz-audit-") / "audit"
     pol = AuditPolicy(max_segment_bytes=4096, online_segments=100)
     with open_audit_log(d, KEY, policy=pol, clock=_Clock()) as log:
         for i in range(60):
@@ -79,7 +86,7 @@ _BODIES: list[bytes] = []
 for _seq, _payload in iter_payloads(TEMPLATE):
     _BODIES.append(parse_record_payload(_payload)[2])
 SIGNED = read_checkpoints(TEMPLATE)
-_WORK = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-audit-work-")) / "audit"
+_WORK = scratch_dir("fraudnet-fuzz-audit-work-") / "audit"
 
 
 @st.composite

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import struct
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from fuzz_support import WEIRD, fuzz_modes, mutate_bytes, mutate_value, run_target
+from fuzz_support import WEIRD, fuzz_modes, mutate_bytes, mutate_value, run_target, scratch_dir
 from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -123,7 +122,7 @@ def _check_model(data: bytes) -> None:
 
 # -- config ------------------------------------------------------------------------------
 
-_CFG_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-cfg-"))
+_CFG_DIR = scratch_dir("fraudnet-fuzz-cfg-")
 _P2P = (
     '\n[p2p]\nlisten = "/ip4/127.0.0.2/tcp/4001"\nnetwork_id = "net"\n'
     'network_key_file = "network.key"\nflush_interval_ms = 100\n'
@@ -194,7 +193,7 @@ def test_model_header_nested_too_deeply_is_a_model_error() -> None:
 
 # -- p2p state and key files ------------------------------------------------------------
 
-_STATE_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-p2p-"))
+_STATE_DIR = scratch_dir("fraudnet-fuzz-p2p-")
 _REPLAY = msgpack.packb({"v": 1, "windows": {"bank-a": [10, [8, 9, 10]], "bank-b": [3, [3]]}})
 _KEYFILE = (
     b"# epoch starts key\n0 1735689600 " + b"ab" * 32 + b"\n1 1767225600 " + b"cd" * 32 + b"\n"
@@ -247,7 +246,7 @@ def test_sequence_state_of_5000_digits_is_a_config_error() -> None:
 
 # -- node key files -----------------------------------------------------------------------
 
-_KEY_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-keys-"))
+_KEY_DIR = scratch_dir("fraudnet-fuzz-keys-")
 
 
 def _pem(key: Any) -> bytes:

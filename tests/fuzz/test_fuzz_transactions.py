@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_support import fuzz_modes, mutate_bytes, mutate_value, pack, run_target
+from fuzz_support import fuzz_modes, mutate_bytes, mutate_value, pack, run_target, scratch_dir
 from hypothesis import strategies as st
 
 from fraudnet.adapters.http.api import _split_records
@@ -83,7 +82,7 @@ def _check_record(rec: Any) -> None:
 
 # -- files ---------------------------------------------------------------------
 
-_DIR = Path(tempfile.mkdtemp(prefix="fraudnet-fuzz-"))
+_DIR = scratch_dir("fraudnet-fuzz-")
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> bytes:
