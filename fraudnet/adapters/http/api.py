@@ -65,6 +65,18 @@ def build_http_app(
     metrics = runtime.metrics
     expected = f"Bearer {token}".encode()
 
+    # labelled children cached: a labels() lookup per request costs more than the count;
+    # bounded (routes are _ROUTES or "other", statuses a few codes)
+    children: dict[tuple[str, str], Any] = {}
+
+    def count(route: str, status: str) -> None:
+        child = children.get((route, status))
+        if child is None:
+            child = children[(route, status)] = metrics.http_requests.labels(
+                route=route, status=status
+            )
+        child.inc()
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal inflight
@@ -74,11 +86,11 @@ def build_http_app(
         if needs_auth:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                metrics.http_requests.labels(route=route, status="401").inc()
+                count(route, "401")
                 return _error(401, "missing or wrong bearer token")
         if path.startswith("/v1/") and inflight >= max_inflight:
             metrics.shed.inc()
-            metrics.http_requests.labels(route=route, status="503").inc()
+            count(route, "503")
             resp = _error(503, "node saturated; retry later")
             resp.headers["Retry-After"] = "1"
             return resp
@@ -86,15 +98,15 @@ def build_http_app(
         try:
             resp = await handler(request)  # type: ignore[assignment]  # a Response here
         except web.HTTPException as e:
-            metrics.http_requests.labels(route=route, status=str(e.status)).inc()
+            count(route, str(e.status))
             raise
         except Exception:  # a bug: answer 500, never crash the node
             log.exception("http: internal error on %s", path)
-            metrics.http_requests.labels(route=route, status="500").inc()
+            count(route, "500")
             return _error(500, "internal error")
         finally:
             inflight -= 1
-        metrics.http_requests.labels(route=route, status=str(resp.status)).inc()
+        count(route, str(resp.status))
         return resp
 
     async def read_body(request: web.Request) -> bytes | web.Response:
