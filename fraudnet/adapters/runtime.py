@@ -279,7 +279,14 @@ class NodeRuntime:
         self.decide_seconds += time.perf_counter() - t0
         # journal the fold in this same loop step: a snapshot taken later covers it,
         # a crash before its audit fsync is settled at start (storage/journal.py)
-        self.dedup.store.intend(decisions, fresh, path)
+        try:
+            self.dedup.store.intend(decisions, fresh, path)
+        except Exception as e:  # the journal is part of the durable record: fail-stop
+            log.critical("cannot journal decided transactions; stopping the node: %r", e)
+            if self.on_fatal is not None and not self._fatal:
+                self._fatal = True
+                self.on_fatal(e)
+            raise
         self._pending.update(d.tx_id for d in decisions)
         return decisions, fresh, dups
 

@@ -73,12 +73,13 @@ class DedupStore:
             return self.journal.last_seq
         audit_from = self.audit_size()
         with self._lock:
+            seq_before = self.journal.last_seq
             self._db.execute("BEGIN")
             try:
                 seq = self.journal.insert_intent(decisions, records, path, audit_from)
             except BaseException:
                 self._db.execute("ROLLBACK")
-                self.journal.last_seq -= 1
+                self.journal.last_seq = seq_before  # the row is not in
                 raise
             self._db.execute("COMMIT")
             self._intent_of[decisions[0].tx_id] = seq

@@ -230,15 +230,16 @@ class Journal:
         """Append one intent row; returns its seq."""
         if len(decisions) != len(records):
             raise InputError("journal: decisions and records differ in length")
-        self.last_seq += 1
+        seq = self.last_seq + 1
         self._db.execute(
             "INSERT INTO journal VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-            (self.last_seq, decisions[0].decided_at_us if decisions else 0, path, audit_from,
+            (seq, decisions[0].decided_at_us if decisions else 0, path, audit_from,
              len(records), encode_columns(records), encode_decisions(decisions)),
         )  # fmt: skip
+        self.last_seq = seq  # only once the row is in (the caller's transaction)
         self.batches += 1
         self.tx += len(records)
-        return self.last_seq
+        return seq
 
     def confirm(self, seq: int) -> None:
         """Mark ``seq`` audited (drops the decisions, keeps the fold inputs)."""

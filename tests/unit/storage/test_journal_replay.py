@@ -203,3 +203,52 @@ def test_a_torn_shard_file_is_set_aside_and_the_node_starts(model: Any, tmp_path
     got = FeatureSnapshots(ModelScorer(model), tmp_path / "f", shards=2, store=store).restore()
     assert got["corrupt"] == 1 and got["shards"] == 1
     assert (tmp_path / "f" / "shard-1.corrupt").exists()
+
+
+class _Topics:
+    partitions = 4
+
+    async def send_tx_batch(self, value: bytes, partition: int) -> None:
+        raise AssertionError("not used")
+
+    async def send_decisions(self, value: bytes) -> None:
+        pass
+
+    async def send_dead_letters(self, values: Any) -> None:
+        pass
+
+    async def send_api_tx(self, value: bytes) -> None:
+        pass
+
+
+def test_the_runtime_journals_each_fold_and_stops_when_it_cannot(tmp_path: Path) -> None:
+    """Every decided API group leaves a confirmed journal row; a journal write that
+    fails stops the node (on_fatal) and the caller gets the error, not a decision."""
+    from fraudnet.adapters.metrics import NodeMetrics
+    from fraudnet.adapters.runtime import NodeRuntime
+    from fraudnet.core.pipeline import NodeCore
+    from fraudnet.core.scoring import BaselineScorer
+
+    fatal: list[BaseException] = []
+
+    async def main() -> None:
+        store = DedupStore(tmp_path / "d.sqlite")
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), store, NodeMetrics())
+        rt.attach(_Topics())
+        rt.on_fatal = fatal.append
+        tx = {"tx_id": "j1", "timestamp": 1_714_564_800, "card": "c1", "terminal_id": "T1",
+              "amount": "12.50"}  # fmt: skip
+        assert (await rt.decide_now(tx, source="t", arrival=1)).decision is not None
+        assert store.journal.last_seq == 1 and not store.journal.unconfirmed()
+        assert [len(c) for _, c in store.journal.batches_between(0)] == [1]
+
+        def broken(*a: Any, **k: Any) -> int:
+            raise OSError("disk full")
+
+        store.journal.insert_intent = broken  # type: ignore[method-assign]  # a failing disk
+        with pytest.raises(OSError, match="disk full"):
+            await rt.decide_now({**tx, "tx_id": "j2"}, source="t", arrival=1)
+        store.close()
+
+    asyncio.run(main())
+    assert len(fatal) == 1 and "disk full" in str(fatal[0])
