@@ -42,6 +42,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -251,14 +254,27 @@ def _reconcile(stats: dict[str, Any], phases: list[dict[str, Any]], https: list[
     return bool(node_ok and http_ok and all(p["reconciled"] for p in phases))
 
 
-def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, seconds: float,
-                 http_rate: float, max_inflight: int, backlog: int, sample_s: float,
-                 workdir: Path) -> dict[str, Any]:  # fmt: skip
+@dataclass
+class NodeRun:
+    """A benchmark node with its sampler and decisions reader; filled in as the run ends."""
+
+    ep: dict[str, Any]
+    sampler: Sampler
+    reader: Reader
+    warm: dict[str, int]
+    stats: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+
+
+@contextmanager
+def bench_node(model: Path, workdir: Path, max_inflight: int, sample_s: float) -> Iterator[NodeRun]:
+    """Start a node, its RSS/fd sampler and a decisions reader; stop all three afterwards.
+
+    On leaving, ``stats`` holds the node's ``/v1/stats`` and ``exit_code`` its exit
+    status after SIGTERM.
+    """
     from fraudnet.testing import running_node
 
-    load0 = os.getloadavg()
-    if model is None:
-        model = _train_model(workdir)
     node_dir = _node_dir(workdir, max_inflight)
     with running_node(node_dir, "--model", str(model.resolve()), "--log-level", "warning") as ep:
         sampler = Sampler(ep["pid"], sample_s)
@@ -266,24 +282,37 @@ def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, 
         warm = _warm_up(ep)
         reader = Reader(ep["broker"], ep["topics"]["decisions"], ep["topics"]["dead_letters"])
         reader.start()
-        sampler.phase = "capacity"
-        cap = stream_phase(ep, reader, "c", rate=0, seconds=capacity_seconds, count=10**9,
-                           window=backlog, linger_ms=5)  # fmt: skip
-        capacity = float(cap["tx_per_s"])
-        sampler.phase = "overload"
-        over, http = _stream_and_http(ep, reader, name="o", http_prefix="r",
-                                      rate=factor * capacity, seconds=seconds, backlog=backlog,
-                                      http_rate=http_rate, give_up_s=120.0)  # fmt: skip
-        sampler.phase = "after"
-        stats = _stats(ep)
-        reader.stop_ev.set()
-        reader.join(60)
+        run = NodeRun(ep, sampler, reader, warm)
+        try:
+            yield run
+        finally:
+            sampler.phase = "after"
+            reader.stop_ev.set()
+            reader.join(60)
+        run.stats = _stats(ep)
         if reader.is_alive():
             raise RuntimeError("bench reader did not stop within 60 s")
         proc = ep["proc"]
     sampler.stop_ev.set()
     sampler.join(10)
-    exit_code = proc.returncode
+    run.exit_code = proc.returncode
+
+
+def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, seconds: float,
+                 http_rate: float, max_inflight: int, backlog: int, sample_s: float,
+                 workdir: Path) -> dict[str, Any]:  # fmt: skip
+    load0 = os.getloadavg()
+    model = model or _train_model(workdir)
+    with bench_node(model, workdir, max_inflight, sample_s) as run:
+        run.sampler.phase = "capacity"
+        cap = stream_phase(run.ep, run.reader, "c", rate=0, seconds=capacity_seconds,
+                           count=10**9, window=backlog, linger_ms=5)  # fmt: skip
+        capacity = float(cap["tx_per_s"])
+        run.sampler.phase = "overload"
+        over, http = _stream_and_http(run.ep, run.reader, name="o", http_prefix="r",
+                                      rate=factor * capacity, seconds=seconds, backlog=backlog,
+                                      http_rate=http_rate, give_up_s=120.0)  # fmt: skip
+    sampler = run.sampler
     sent_rate = over["sent"]["sent"] / max(1e-9, over["sent"]["seconds"])
     return {
         "capacity_tx_per_s": capacity, "factor": factor,
@@ -298,9 +327,9 @@ def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, 
                    "overload": sampler.summary("overload"),
                    "overload_second_half": sampler.summary("overload", skip_first=0.5)},
         "peak_rss_mb": max((s[2] for s in sampler.samples), default=float("nan")),
-        "reconciled": _reconcile(stats, [cap, over], [http] if http else [], warm)
-        and exit_code == 0,
-        "node_exit_code": exit_code, "node_stats": stats,
+        "reconciled": _reconcile(run.stats, [cap, over], [http] if http else [], run.warm)
+        and run.exit_code == 0,
+        "node_exit_code": run.exit_code, "node_stats": run.stats,
         "phases": {"capacity": cap, "overload": over},
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
@@ -309,32 +338,14 @@ def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, 
 
 def run_soak(*, model: Path | None, minutes: float, rate: float, http_rate: float,
              backlog: int, sample_s: float, workdir: Path) -> dict[str, Any]:  # fmt: skip
-    from fraudnet.testing import running_node
-
     load0 = os.getloadavg()
-    if model is None:
-        model = _train_model(workdir)
-    node_dir = _node_dir(workdir, 256)
-    with running_node(node_dir, "--model", str(model.resolve()), "--log-level", "warning") as ep:
-        sampler = Sampler(ep["pid"], sample_s)
-        sampler.start()
-        warm = _warm_up(ep)
-        reader = Reader(ep["broker"], ep["topics"]["decisions"], ep["topics"]["dead_letters"])
-        reader.start()
-        sampler.phase = "soak"
-        soak, http = _stream_and_http(ep, reader, name="s", http_prefix="q", rate=rate,
+    model = model or _train_model(workdir)
+    with bench_node(model, workdir, 256, sample_s) as run:
+        run.sampler.phase = "soak"
+        soak, http = _stream_and_http(run.ep, run.reader, name="s", http_prefix="q", rate=rate,
                                       seconds=minutes * 60, backlog=backlog, http_rate=http_rate,
                                       give_up_s=120.0)  # fmt: skip
-        sampler.phase = "after"
-        stats = _stats(ep)
-        reader.stop_ev.set()
-        reader.join(60)
-        if reader.is_alive():
-            raise RuntimeError("bench reader did not stop within 60 s")
-        proc = ep["proc"]
-    sampler.stop_ev.set()
-    sampler.join(10)
-    exit_code = proc.returncode
+    sampler = run.sampler
     steady = sampler.summary("soak", skip_first=0.2)
     return {
         "minutes": minutes, "offered_tx_per_s": rate, "http_rate": http_rate,
@@ -346,9 +357,9 @@ def run_soak(*, model: Path | None, minutes: float, rate: float, http_rate: floa
         "rss_timeline": [(round(t, 1), round(r, 1), f) for t, ph, r, f in sampler.samples
                          if ph == "soak"][:: max(1, len(sampler.samples) // 60)],
         "http": http,
-        "reconciled": _reconcile(stats, [soak], [http] if http else [], warm)
-        and exit_code == 0,
-        "node_exit_code": exit_code, "node_stats": stats,
+        "reconciled": _reconcile(run.stats, [soak], [http] if http else [], run.warm)
+        and run.exit_code == 0,
+        "node_exit_code": run.exit_code, "node_stats": run.stats,
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
     }  # fmt: skip
