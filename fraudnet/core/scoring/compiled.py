@@ -60,6 +60,7 @@ from ..features.schema import FEATURES, SCHEMA_VERSION, FeatureConfig, feature_i
 __all__ = [
     "KINDS",
     "NODE_DTYPE",
+    "SMALL_BATCH",
     "CompiledModel",
     "f32_equivalent_threshold",
     "forest_many",
@@ -163,6 +164,75 @@ def _sigmoid(z: float) -> float:  # pragma: no cover - numba
     return e / (1.0 + e)
 
 
+#: batches up to this size walk one row at a time, four trees in lockstep
+SMALL_BATCH: Final = 4
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(xm: F64, i: int, nodes: npt.NDArray[Any], node: int) -> int:  # pragma: no cover
+    """The child of internal ``node`` for row ``i`` (a leaf returns itself), without a branch."""
+    right = np.int64(nodes[node]["right"])
+    f = nodes[node]["feat"]
+    return int(node + 1 + np.int64(xm[i, f] > nodes[node]["thr"]) * (right - node - 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_row(
+    xm: F64, i: int, nodes: npt.NDArray[Any], trees: npt.NDArray[np.int64], t0: int, t1: int,
+    acc: float, pc: F64,
+) -> float:  # pragma: no cover - numba  # fmt: skip
+    """``acc`` plus the leaf values of trees ``t0..t1-1`` for row ``i``, added in tree
+    order; path contributions into ``pc[i]``. Four trees are walked in lockstep: their
+    node loads are independent, so a single row's cache misses overlap."""
+    t = t0
+    while t + 4 <= t1:
+        a = trees[t]
+        b = trees[t + 1]
+        c = trees[t + 2]
+        d = trees[t + 3]
+        va = nodes[a]["val"]
+        vb = nodes[b]["val"]
+        vc = nodes[c]["val"]
+        vd = nodes[d]["val"]
+        while True:
+            na = _step(xm, i, nodes, a)
+            nb = _step(xm, i, nodes, b)
+            nc = _step(xm, i, nodes, c)
+            nd = _step(xm, i, nodes, d)
+            if na == a and nb == b and nc == c and nd == d:
+                break
+            # a leaf steps to itself and adds 0.0 to feature 0 (no effect)
+            wa = nodes[na]["val"]
+            wb = nodes[nb]["val"]
+            wc = nodes[nc]["val"]
+            wd = nodes[nd]["val"]
+            pc[i, nodes[a]["feat"]] += wa - va
+            pc[i, nodes[b]["feat"]] += wb - vb
+            pc[i, nodes[c]["feat"]] += wc - vc
+            pc[i, nodes[d]["feat"]] += wd - vd
+            va, vb, vc, vd = wa, wb, wc, wd
+            a, b, c, d = na, nb, nc, nd
+        acc += va
+        acc += vb
+        acc += vc
+        acc += vd
+        t += 4
+    while t < t1:
+        node = trees[t]
+        val = nodes[node]["val"]
+        while True:
+            nxt = _step(xm, i, nodes, node)
+            if nxt == node:
+                break
+            nval = nodes[nxt]["val"]
+            pc[i, nodes[node]["feat"]] += nval - val
+            val = nval
+            node = nxt
+        acc += val
+        t += 1
+    return acc
+
+
 @numba.njit(cache=True, nogil=True)
 def forest_many(
     x: F64,
@@ -178,10 +248,13 @@ def forest_many(
     ``parts`` rows ``[agg, base, weight, end tree]``: agg 0 = mean of the
     part's leaf values, 1 = ``sigmoid(base + sum)``; the score is the
     weighted mean of the parts' scores. The model's columns are gathered
-    once per batch; trees are the outer loop so one tree stays in cache
-    across the batch; the child is chosen without a branch (split outcomes
-    are data-dependent and mispredict about half the time). Leaf values are
-    added in tree order, so a row's score does not depend on its batch.
+    once per batch. Batches above :data:`SMALL_BATCH` rows are walked tree
+    by tree (one tree stays in cache across the batch); smaller ones row by
+    row, four trees in lockstep (:func:`_walk_row`). The child is chosen
+    without a branch (split outcomes are data-dependent and mispredict about
+    half the time). Leaf values are added in tree order either way, so a
+    row's score does not depend on its batch (its contributions may differ
+    in the last bits: they are summed in another order).
     """
     n = x.shape[0]
     nf = cols.shape[0]
@@ -207,19 +280,21 @@ def forest_many(
             acc[i] = base if agg == AGG_LOGIT_SUM else 0.0
             for f in range(nf):
                 pc[i, f] = 0.0
+        if n <= SMALL_BATCH:
+            for i in range(n):
+                acc[i] = _walk_row(xm, i, nodes, trees, t_first, t_end, acc[i], pc)
+            t = t_end
         while t < t_end:
             root = trees[t]
             for i in range(n):
                 node = root
                 val = nodes[node]["val"]
                 while True:
-                    right = np.int64(nodes[node]["right"])
-                    if right == node:  # a leaf
+                    nxt = _step(xm, i, nodes, node)
+                    if nxt == node:  # a leaf
                         break
-                    f = nodes[node]["feat"]
-                    nxt = node + 1 + np.int64(xm[i, f] > nodes[node]["thr"]) * (right - node - 1)
                     nval = nodes[nxt]["val"]
-                    pc[i, f] += nval - val
+                    pc[i, nodes[node]["feat"]] += nval - val
                     val = nval
                     node = nxt
                 acc[i] += val

@@ -253,3 +253,18 @@ def test_tree_child_in_another_tree_is_refused(data) -> None:
     arrays["right"][internal[0]] = arrays["roots"][1]  # jump into the next tree
     with pytest.raises(ModelError, match="outside its tree"):
         C.CompiledModel(kind="forest", feature_names=m.feature_names, arrays=arrays)
+
+
+@pytest.mark.parametrize("n", [1, 3, C.SMALL_BATCH])
+def test_small_batches_walk_rows_with_the_same_scores(data, n) -> None:
+    """Small batches take the row-by-row lockstep walk: same scores as the tree-major walk,
+    contributions equal up to summation order; its Python twin agrees."""
+    t, x, cols = data
+    model = compile_sklearn(_blend(7, 9).fit(x[:, cols], t.fraud), NAMES, FeatureConfig())
+    big_s, big_c = model.predict_many(x[:40])
+    for k in (C.forest_many, getattr(C.forest_many, "py_func", C.forest_many)):
+        for s0 in range(0, 40 - n, 9):
+            s, c = np.empty(n), np.empty((n, len(cols)))
+            k(np.ascontiguousarray(x[s0 : s0 + n]), model.cols, *model.tree_args, s, c)
+            np.testing.assert_array_equal(s, big_s[s0 : s0 + n])
+            np.testing.assert_allclose(c, big_c[s0 : s0 + n], rtol=0, atol=1e-12)
