@@ -77,6 +77,10 @@ CANDIDATES: Final[dict[str, Callable[[int], Any]]] = {
     ),
     "rf": _rf(),
     "rf_leaf5": _rf(min_samples_leaf=5),
+    # the same forest with 3x the trees (less variance; 3x the scoring work)
+    "rf_leaf5_300": lambda jobs: RandomForestClassifier(
+        n_estimators=300, random_state=0, n_jobs=jobs, min_samples_leaf=5
+    ),
     "rf_leaf20": _rf(min_samples_leaf=20),
     "rf_leaf20_bal": _rf(min_samples_leaf=20, class_weight="balanced_subsample"),
     "rf_depth12": _rf(max_depth=12),
@@ -97,7 +101,7 @@ CANDIDATES.update(
     hgb_deep=_hgb(max_iter=300, learning_rate=0.03, max_leaf_nodes=31, min_samples_leaf=20),
 )
 #: blend name -> its parts (candidate names); soft voting, equal weights
-BLENDS: Final = {"blend": ("rf_leaf5", "hgb")}
+BLENDS: Final = {"blend": ("rf_leaf5", "hgb"), "blend300": ("rf_leaf5_300", "hgb")}
 
 
 def _blend(parts: tuple[str, ...]) -> Callable[[int], Any]:
