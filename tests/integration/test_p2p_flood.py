@@ -54,7 +54,8 @@ def test_flooder_is_graylisted_banned_and_validations_stay_bounded(flood: dict) 
     assert flood["flood_sent"] >= 0.9 * offered, flood  # 100x the quota left the flooder
     assert flood["time_to_graylist_s"] is not None
     assert flood["flooder_lowest_score"] < GRAYLIST_THRESHOLD
-    assert flood["bans"] == 1  # disconnected and refused once graylisted
+    assert flood["bans"] == 1  # disconnected once graylisted ...
+    assert flood["reconnects_refused"] >= 1  # ... and its redials are refused
     # validations are bounded by the scoring (9 REJECTs graylist), not by the flood size;
     # whatever arrived between graylisting and the ban was dropped before validation
     assert flood["flood_validations"] <= 12, flood
