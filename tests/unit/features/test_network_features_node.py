@@ -39,9 +39,10 @@ KEYRING = NetworkKeyring([EpochKey(0, 0, b"k" * 32)], 0)
 
 
 def _refs(tx: Transaction, now: int) -> tuple[tuple[int, bytes, bytes], ...]:
-    (e, c), (_, t) = KEYRING.pseudonyms("card", tx.card, now)[0], KEYRING.pseudonyms(
-        "terminal", tx.terminal_id, now
-    )[0]
+    (e, c), (_, t) = (
+        KEYRING.pseudonyms("card", tx.card, now)[0],
+        KEYRING.pseudonyms("terminal", tx.terminal_id, now)[0],
+    )
     return ((e, c, t),)
 
 
