@@ -8,6 +8,9 @@ to it, never count: evidence must stay independent), the highest score
 among them, and when it was first flagged. Expired entries are ignored and
 dropped lazily; beyond ``capacity`` entities the least recently updated is
 evicted.
+
+This table is the state of the model's network columns
+(:mod:`fraudnet.core.features.network` reads it at decision time; ADR 0110).
 """
 
 from __future__ import annotations
