@@ -83,6 +83,8 @@ def _has_pan_run(s: str) -> bool:
         if luhn_ok(m.group(0).replace(" ", "").replace("-", "")):
             return True
     return False
+
+
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
