@@ -12,7 +12,8 @@ Rules that keep it exact:
 
 1. The filter is built after every row already in the store was written, and
    afterwards every write to the store goes through :meth:`add_many` (the
-   node's runtime is the store's only writer while it runs).
+   node's runtime is the store's only writer while it runs); ids added since
+   the last flush are marked before the filter is read.
 2. Bits are only ever set, never cleared; a pruned id stays a (harmless)
    positive until the next rebuild.
 3. When the newest filter holds its capacity, a new one of twice the
@@ -42,6 +43,8 @@ __all__ = ["BloomIds", "FilteredDedup"]
 BITS_PER_ID: Final = 16
 HASHES: Final = 4
 MIN_CAPACITY: Final = 1 << 20
+#: batches smaller than this ask SQLite directly, and marks are added in groups this big
+SMALL_BATCH: Final = 128
 
 Row = tuple[str, str, float, int, int, bytes, bytes]
 
@@ -89,14 +92,19 @@ class FilteredDedup:
     Same methods and answers as the store (see the module docstring's rules).
     """
 
-    def __init__(self, store: DedupStore, *, min_capacity: int = MIN_CAPACITY) -> None:
+    def __init__(
+        self, store: DedupStore, *, min_capacity: int = MIN_CAPACITY, small_batch: int = SMALL_BATCH
+    ) -> None:
         self.store = store
+        self.small_batch = small_batch
         self.path = store.path
         self._min_capacity = min_capacity
         #: ids looked up in SQLite / ids answered by the filter alone (for metrics, tests)
         self.lookups = 0
         self.skipped = 0
         self._blooms = self._build()
+        #: ids recorded but not yet marked in a filter (marked in batches of SMALL_BATCH)
+        self._unflushed: list[str] = []
 
     def _all_ids(self) -> list[str]:
         db = sqlite3.connect(str(self.store.path))
@@ -120,9 +128,15 @@ class FilteredDedup:
         return out
 
     def seen_many(self, tx_ids: Sequence[str]) -> set[str]:
-        """The subset of ``tx_ids`` that already has a decision (exact)."""
-        if not tx_ids:
-            return set()
+        """The subset of ``tx_ids`` that already has a decision (exact).
+
+        Below ``SMALL_BATCH`` ids SQLite is asked directly: numpy's fixed cost per call
+        makes the filter slower than a small indexed ``IN`` query (measured: 4 ids
+        12 vs 24 µs, 64 ids 42 vs 64 µs; 128 ids with 200 k rows 131 vs 73 µs).
+        """
+        if len(tx_ids) < self.small_batch:
+            return self.store.seen_many(tx_ids) if tx_ids else set()
+        self._flush()
         ask = [t for t, m in zip(tx_ids, self._maybe(tx_ids), strict=True) if m]
         self.skipped += len(tx_ids) - len(ask)
         if not ask:
@@ -134,11 +148,20 @@ class FilteredDedup:
         """Record rows durably (one SQLite transaction), then mark their ids."""
         rows = list(rows)
         self.store.add_many(rows)
+        self._unflushed += [r[0] for r in rows]
+        if len(self._unflushed) >= self.small_batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Mark the ids added since the last flush (always before the filter is read)."""
+        ids, self._unflushed = self._unflushed, []
+        if not ids:
+            return
         newest = self._blooms[-1]
-        if newest.added + len(rows) > newest.capacity:
+        if newest.added + len(ids) > newest.capacity:
             newest = BloomIds(2 * newest.capacity)
             self._blooms.append(newest)
-        newest.add_many([r[0] for r in rows])
+        newest.add_many(ids)
 
     # -- the rest of the store's interface, unchanged ---------------------------
     def get(self, tx_id: str) -> tuple[str, float, int] | None:

@@ -36,7 +36,8 @@ def test_bloom_has_no_false_negatives_and_few_false_positives() -> None:
 def test_filter_matches_a_set_through_growth_and_restart(ops: list[tuple[bool, list[str]]]) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "dedup.sqlite"
-        f = FilteredDedup(DedupStore(path), min_capacity=8)  # tiny: forces new filters
+        # tiny capacity forces new filters; small_batch=1: every query reads the filter
+        f = FilteredDedup(DedupStore(path), min_capacity=8, small_batch=1)
         truth: set[str] = set()
         for i, (add, ids) in enumerate(ops):
             assert f.seen_many(ids) == truth.intersection(ids)
@@ -45,7 +46,7 @@ def test_filter_matches_a_set_through_growth_and_restart(ops: list[tuple[bool, l
                 truth.update(ids)
             if i == len(ops) // 2:  # restart: rebuilt from the store
                 f.close()
-                f = FilteredDedup(DedupStore(path), min_capacity=8)
+                f = FilteredDedup(DedupStore(path), min_capacity=8, small_batch=1)
         probe = [*sorted(truth), "never-added", ""]
         assert f.seen_many(probe) == truth
         assert f.count() == len(truth)
@@ -61,6 +62,7 @@ def test_fresh_ids_skip_sqlite_and_resends_are_confirmed_by_it(tmp_path: Path) -
     assert f.lookups < 20 and f.skipped > 980  # only false positives reach SQLite
     assert f.seen_many(["old3", "new1", "old999"]) == {"old3", "old999"}
     f.add_many(_row(t) for t in fresh[:10])
-    assert f.seen_many(fresh[:12]) == set(fresh[:10])
+    assert f.seen_many(fresh[:12]) == set(fresh[:10])  # small: asked of SQLite directly
+    assert f.seen_many(fresh) == set(fresh[:10])  # large: the filter, after marking the 10
     assert f.get("new1") == ("allow", 0.1, 1)
     f.close()
