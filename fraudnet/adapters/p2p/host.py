@@ -185,7 +185,11 @@ class HostRuntime:
             msg_id_constructor=get_content_addressed_msg_id,
             allowed_topics={s.topic, *self.extra_topics},
             max_inbound_rpc_size=256 * 1024,
-            validation_cache_ttl=1,
+            # no validation cache: a cached failure is re-raised without calling our
+            # validator, so py-libp2p would penalise every relay of a copy of an
+            # IGNOREd message (the IGNORE flag is set only by a real validation), and
+            # accepted messages are deduplicated by the seen-cache anyway
+            validation_cache_ttl=0,
         )
         pubsub.set_topic_validator(s.topic, self._validate, False)
         for topic, fn in self.extra_topics.items():
