@@ -191,6 +191,7 @@ class HostRuntime:
             # accepted messages are deduplicated by the seen-cache anyway
             validation_cache_ttl=0,
         )
+        pubsub.penalise = original_invalid  # a bad libp2p signature is always a REJECT
         pubsub.set_topic_validator(s.topic, self._validate, False)
         for topic, fn in self.extra_topics.items():
             pubsub.set_topic_validator(topic, self._make_validator(topic, fn), False)

@@ -50,6 +50,7 @@ from typing import Any, Final
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.validators import signature_validator
 
 __all__ = [
     "AUTHOR_FAULTS",
@@ -89,21 +90,39 @@ def score_params(heartbeat_s: float) -> ScoreParams:
 
 
 class GatedPubsub(Pubsub):
-    """``Pubsub`` that drops (and counts) messages forwarded by graylisted peers first."""
+    """``Pubsub`` that drops (and counts) messages forwarded by graylisted peers first,
+    and penalises a forwarder whose message fails the libp2p StrictSign check.
 
-    def __init__(self, *args: Any, counters: dict[str, int], **kwargs: Any) -> None:
+    py-libp2p drops a badly signed message silently, so a peer could otherwise make
+    us verify signatures forever without ever being scored; an honest relay checked
+    the signature before forwarding, so a bad one is the forwarder's fault. Valid
+    messages are verified twice (here and upstream): one Ed25519 check more.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        counters: dict[str, int],
+        penalise: Callable[[ID, str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._fn_counters = counters
+        self.penalise = penalise
 
     async def push_msg(self, msg_forwarder: ID, msg: Any) -> None:
         scorer = getattr(self.router, "scorer", None)
-        if (
-            scorer is not None
-            and msg_forwarder != self.host.get_id()
-            and scorer.is_graylisted(msg_forwarder, list(msg.topicIDs))
-        ):
-            self._fn_counters["p2p_dropped_graylisted"] += 1
-            return
+        if msg_forwarder != self.host.get_id():
+            topics = list(msg.topicIDs)
+            if scorer is not None and scorer.is_graylisted(msg_forwarder, topics):
+                self._fn_counters["p2p_dropped_graylisted"] += 1
+                return
+            if self.strict_signing and not signature_validator(msg):
+                self._fn_counters["p2p_bad_message_signature"] += 1
+                if self.penalise is not None:
+                    for topic in topics:
+                        self.penalise(msg_forwarder, topic)
+                return
         await super().push_msg(msg_forwarder, msg)
 
 

@@ -101,6 +101,7 @@ _COUNTERS = (
     "p2p_dropped_graylisted",
     "p2p_author_penalised",
     "p2p_relay_excused",
+    "p2p_bad_message_signature",
     "p2p_peers_banned",
     "p2p_conn_refused_banned",
 )

@@ -132,6 +132,26 @@ def test_gate_drops_a_graylisted_forwarders_message_before_validation() -> None:
     assert gate._fn_counters["p2p_dropped_graylisted"] == 1
 
 
+def test_a_message_with_a_bad_libp2p_signature_penalises_its_forwarder() -> None:
+    import trio
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from fraudnet.adapters.p2p.scoring import GatedPubsub
+
+    penalised: list[tuple[ID, str]] = []
+    gate = object.__new__(GatedPubsub)
+    gate.router = SimpleNamespace(scorer=PeerScorer(score_params(0.3)))  # type: ignore[misc]
+    gate.host = SimpleNamespace(get_id=lambda: PID["me"])  # type: ignore[misc]
+    gate.strict_signing = True
+    gate.penalise = lambda peer, topic: penalised.append((peer, topic))
+    gate._fn_counters = {"p2p_dropped_graylisted": 0, "p2p_bad_message_signature": 0}
+    msg = rpc_pb2.Message(data=b"x", topicIDs=[TOPIC], from_id=PID["author"].to_bytes(),
+                          seqno=b"\x00" * 8, signature=b"\x01" * 64)  # fmt: skip
+    trio.run(gate.push_msg, PID["relay"], msg)
+    assert gate._fn_counters["p2p_bad_message_signature"] == 1
+    assert penalised == [(PID["relay"], TOPIC)]
+
+
 def _forged() -> bytes:
     sig = Signal("card", b"f" * 32, 900, (), T, T + 3600 * 1_000_000)
     wrong = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
