@@ -86,6 +86,9 @@ class IngestSettings:
     linger_ms: float = 2.0
     #: backpressure: internal batches produced but not yet decided
     max_inflight_batches: int = 32
+    #: consume, validate and pseudonymise in a second process supervised by the node
+    #: (uses a second core; ignored with [p2p]: see docs/adr/0502-ingest-in-a-second-process.md)
+    process: bool = False
     #: field mapping (our field -> source column); see fraudnet.core.transaction.FieldMap
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -299,6 +302,7 @@ format = "json"                # value format on the ingest topic: json | msgpac
 batch_max = 500                # re-batch up to this many transactions per internal message
 linger_ms = 2.0                # ... or flush this long after the first one
 max_inflight_batches = 32      # backpressure bound between ingest and decisions
+process = false                # true = ingest in a second, supervised process (2nd core)
 
 [ingest.fields]
 # Map our field names to your export's column names, e.g.:

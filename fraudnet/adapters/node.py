@@ -111,12 +111,13 @@ INGEST_PROCESS_ENV = "FRAUDNET_INGESTPROC"
 
 
 def ingest_process_wanted(settings: Settings) -> bool:
-    """Ingest in a second process: ``FRAUDNET_INGESTPROC=1``, and no ``[p2p]`` (network
-    pseudonyms are computed at ingest by the network bridge, which lives in this process)."""
-    if os.environ.get(INGEST_PROCESS_ENV, "0") != "1":
+    """Ingest in a second process: ``[ingest] process = true`` (or ``FRAUDNET_INGESTPROC=1``),
+    and no ``[p2p]`` (network pseudonyms are computed at ingest by the network bridge, which
+    lives in this process)."""
+    if not (settings.ingest.process or os.environ.get(INGEST_PROCESS_ENV, "0") == "1"):
         return False
     if "p2p" in settings.extra:
-        log.warning("%s=1 ignored: [p2p] needs ingest in the node process", INGEST_PROCESS_ENV)
+        log.warning("[ingest] process ignored: [p2p] needs ingest in the node process")
         return False
     return True
 

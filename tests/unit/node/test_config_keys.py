@@ -69,3 +69,17 @@ def test_corrupt_key_file(tmp_path: Path) -> None:
     (tmp_path / "local.secret").write_text("zz")
     with pytest.raises(KeyFileError, match="hex"):
         load_local_secret(tmp_path)
+
+
+def test_ingest_process_key(tmp_path: Path) -> None:
+    from fraudnet.adapters.node import ingest_process_wanted
+
+    (tmp_path / "node.toml").write_text("[ingest]\nprocess = true\n")
+    s = load_settings(tmp_path, env={})
+    assert s.ingest.process is True and ingest_process_wanted(s)
+    assert load_settings(tmp_path, env={"FRAUDNET_INGEST_PROCESS": "false"}).ingest.process is False
+    (tmp_path / "node.toml").write_text("[ingest]\nprocess = 'yes'\n")
+    with pytest.raises(ConfigError, match=r"ingest\.process"):
+        load_settings(tmp_path, env={})
+    (tmp_path / "node.toml").write_text("[ingest]\nprocess = true\n[p2p]\nlisten = '127.0.0.1:0'\n")
+    assert not ingest_process_wanted(load_settings(tmp_path, env={}))
