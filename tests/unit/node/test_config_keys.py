@@ -79,7 +79,7 @@ def test_ingest_process_key(tmp_path: Path) -> None:
     assert s.ingest.process is True and ingest_process_wanted(s)
     assert load_settings(tmp_path, env={"FRAUDNET_INGEST_PROCESS": "false"}).ingest.process is False
     (tmp_path / "node.toml").write_text("[ingest]\nprocess = 'yes'\n")
-    with pytest.raises(ConfigError, match=r"ingest\.process"):
+    with pytest.raises(ConfigError, match=r"\[ingest\]\.process: expected bool"):
         load_settings(tmp_path, env={})
     (tmp_path / "node.toml").write_text("[ingest]\nprocess = true\n[p2p]\nlisten = '127.0.0.1:0'\n")
     assert not ingest_process_wanted(load_settings(tmp_path, env={}))
