@@ -103,6 +103,15 @@ class CurrencySettings:
 
 
 @dataclass(frozen=True)
+class DedupSettings:
+    #: transaction ids are remembered this long after their decision: a re-send within it
+    #: gets the first decision, a later one is decided again (docs/operations.md)
+    retention_days: float = 7.0
+    #: how often older ids are deleted (in chunks, off the event loop)
+    prune_interval_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class ScoringSettings:
     review_at: float = 0.5
     block_at: float = 0.9
@@ -117,6 +126,7 @@ class Settings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
     currency: CurrencySettings = field(default_factory=CurrencySettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -131,6 +141,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "broker": BrokerSettings,
     "api": ApiSettings,
     "ingest": IngestSettings,
+    "dedup": DedupSettings,
     "currency": CurrencySettings,
     "scoring": ScoringSettings,
 }
@@ -213,6 +224,10 @@ def _validate(s: Settings) -> None:
         raise bad("ingest.linger_ms", "must be 0..1000")
     if s.ingest.max_inflight_batches < 1:
         raise bad("ingest.max_inflight_batches", "must be >= 1")
+    if not 1 / 24 <= s.dedup.retention_days <= 3650:
+        raise bad("dedup.retention_days", "must be 0.042 (one hour)..3650")
+    if not 1 <= s.dedup.prune_interval_s <= 86_400:
+        raise bad("dedup.prune_interval_s", "must be 1..86400")
     if s.node.log_level not in ("debug", "info", "warning", "error"):
         raise bad("node.log_level", "must be debug, info, warning or error")
     for cur, rate in s.currency.rates.items():
@@ -308,6 +323,10 @@ process = false                # true = ingest in a second, supervised process (
 # Map our field names to your export's column names, e.g.:
 # tx_id = "TRANSACTION_ID"
 # timestamp = "TX_DATETIME"
+
+[dedup]
+retention_days = 7.0           # a re-sent transaction id within this gets its first decision
+prune_interval_s = 600.0       # older ids are deleted this often
 
 [currency]
 reporting = "EUR"

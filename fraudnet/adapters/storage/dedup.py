@@ -166,10 +166,23 @@ class DedupStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM decided").fetchone()[0])
 
-    def prune(self, before_us: int) -> int:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM decided WHERE decided_at_us < ?", (before_us,))
-            return int(cur.rowcount)
+    def prune(self, before_us: int, chunk: int = 5000) -> int:
+        """Delete the rows decided before ``before_us``; returns how many.
+
+        In chunks of ``chunk`` rows, each its own short transaction, so the lock
+        (and the event loop's lookups waiting on it) is never held for long.
+        """
+        total = 0
+        while True:
+            with self._lock:
+                cur = self._db.execute(
+                    "DELETE FROM decided WHERE tx_id IN (SELECT tx_id FROM decided"
+                    " WHERE decided_at_us < ? LIMIT ?)", (before_us, chunk),
+                )  # fmt: skip
+                n = int(cur.rowcount)
+            total += n
+            if n < chunk:
+                return total
 
     def close(self) -> None:
         with self._lock:

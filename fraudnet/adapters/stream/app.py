@@ -17,6 +17,7 @@ The agent on ``tx-batch`` makes one scoring call per message, so Faust's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,6 +150,24 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
             await snaps.snapshot_next()
         except Exception as e:
             log.error("feature snapshot failed: %r", e)
+
+    retention_us = int(settings.dedup.retention_days * 86_400 * 1_000_000)
+
+    @app.timer(interval=settings.dedup.prune_interval_s)  # type: ignore[untyped-decorator]
+    async def prune_dedup() -> None:
+        # rows in chunks in a thread (the store's lock is held per chunk), then the
+        # filters holding only pruned ids are dropped here, on the loop that owns them
+        cutoff = runtime.clock() - retention_us
+        dedup = runtime.dedup
+        try:
+            n = await asyncio.to_thread(dedup.store.prune, cutoff)
+            dropped = dedup.drop_before(cutoff)
+        except Exception as e:
+            log.error("de-dup pruning failed: %r", e)
+            return
+        if n or dropped:
+            log.info("de-dup: %d ids older than the retention deleted, %d filters dropped",
+                     n, dropped)  # fmt: skip
 
     @app.agent(outputs.labels, name="labels")
     async def labels(stream: Any) -> None:

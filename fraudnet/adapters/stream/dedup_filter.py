@@ -15,11 +15,16 @@ Rules that keep it exact:
    node's runtime is the store's only writer while it runs); ids added since
    the last flush are marked before the filter is read.
 2. Bits are only ever set, never cleared; a pruned id stays a (harmless)
-   positive until the next rebuild.
+   positive until its whole filter is dropped.
 3. When the newest filter holds its capacity, a new one of twice the
    capacity takes the new ids (a scalable Bloom filter): lookups test every
    filter (a handful), nothing is rebuilt or re-read, and the false-positive
    rate stays bounded (~2 % at most) at any volume.
+4. Retention: a filter also stops taking ids once it has covered
+   ``GENERATION_US`` (one day) of decision time, and :meth:`FilteredDedup.prune`
+   drops every filter whose newest id was decided before the cut-off, after
+   deleting those rows from SQLite. Memory therefore follows the ids inside
+   the retention window (``[dedup] retention_days``), not the node's uptime.
 
 Bit positions use Python's ``hash`` of the id (SipHash, salted per process:
 the filter is never persisted) with double hashing, vectorised with numpy
@@ -43,6 +48,8 @@ __all__ = ["BloomIds", "FilteredDedup"]
 BITS_PER_ID: Final = 16
 HASHES: Final = 4
 MIN_CAPACITY: Final = 1 << 20
+#: decision time one filter covers before a new one takes the new ids (retention, rule 4)
+GENERATION_US: Final = 86_400 * 1_000_000
 #: batches smaller than this ask SQLite directly, and marks are added in groups this big
 SMALL_BATCH: Final = 128
 
@@ -52,7 +59,7 @@ Row = tuple[str, str, float, int, int, bytes, bytes]
 class BloomIds:
     """A Bloom filter of strings (``HASHES`` probes, ``BITS_PER_ID`` bits per id)."""
 
-    __slots__ = ("_bits", "_mask", "added", "capacity")
+    __slots__ = ("_bits", "_mask", "added", "capacity", "first_us", "newest_us")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
@@ -60,6 +67,15 @@ class BloomIds:
         self._mask = np.uint64(m - 1)
         self._bits = np.zeros(m // 8, dtype=np.uint8)
         self.added = 0
+        #: decision times (µs) of the oldest and newest id added (0 = none yet)
+        self.first_us = 0
+        self.newest_us = 0
+
+    def note_times(self, oldest_us: int, newest_us: int) -> None:
+        """Widen the span of decision times this filter holds ids of."""
+        if self.first_us == 0 or oldest_us < self.first_us:
+            self.first_us = oldest_us
+        self.newest_us = max(self.newest_us, newest_us)
 
     def _probes(self, ids: Sequence[str]) -> npt.NDArray[np.uint64]:
         h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64)
@@ -103,22 +119,31 @@ class FilteredDedup:
         self.lookups = 0
         self.skipped = 0
         self._blooms = self._build()
-        #: ids recorded but not yet marked in a filter (marked in batches of SMALL_BATCH)
+        #: ids recorded but not yet marked in a filter (marked in batches of SMALL_BATCH),
+        #: and the span of their decision times
         self._unflushed: list[str] = []
-
-    def _all_ids(self) -> list[str]:
-        db = sqlite3.connect(str(self.store.path))
-        try:
-            return [row[0] for row in db.execute("SELECT tx_id FROM decided")]
-        finally:
-            db.close()
+        self._unflushed_us = (0, 0)
 
     def _build(self) -> list[BloomIds]:
-        ids = self._all_ids()
+        db = sqlite3.connect(str(self.store.path))
+        try:
+            ids = [row[0] for row in db.execute("SELECT tx_id FROM decided")]
+            lo, hi = db.execute(
+                "SELECT min(decided_at_us), max(decided_at_us) FROM decided"
+            ).fetchone()
+        finally:
+            db.close()
         bloom = BloomIds(max(self._min_capacity, 2 * len(ids)))
         for i in range(0, len(ids), 65536):
             bloom.add_many(ids[i : i + 65536])
+        if ids:
+            bloom.note_times(int(lo), int(hi))
         return [bloom]
+
+    @property
+    def generations(self) -> int:
+        """How many filters are held (for tests and metrics)."""
+        return len(self._blooms)
 
     def _maybe(self, tx_ids: Sequence[str]) -> list[bool]:
         maybe = self._blooms[0].maybe_many(tx_ids)
@@ -148,20 +173,30 @@ class FilteredDedup:
         """Record rows durably (one SQLite transaction), then mark their ids."""
         rows = list(rows)
         self.store.add_many(rows)
+        if not rows:
+            return
         self._unflushed += [r[0] for r in rows]
+        lo, hi = min(r[3] for r in rows), max(r[3] for r in rows)
+        old_lo, old_hi = self._unflushed_us
+        self._unflushed_us = (min(lo, old_lo) if old_lo else lo, max(hi, old_hi))
         if len(self._unflushed) >= self.small_batch:
             self._flush()
 
     def _flush(self) -> None:
         """Mark the ids added since the last flush (always before the filter is read)."""
         ids, self._unflushed = self._unflushed, []
+        (lo, hi), self._unflushed_us = self._unflushed_us, (0, 0)
         if not ids:
             return
         newest = self._blooms[-1]
         if newest.added + len(ids) > newest.capacity:
             newest = BloomIds(2 * newest.capacity)
             self._blooms.append(newest)
+        elif newest.first_us and hi - newest.first_us > GENERATION_US:
+            newest = BloomIds(max(self._min_capacity, newest.added))
+            self._blooms.append(newest)
         newest.add_many(ids)
+        newest.note_times(lo, hi)
 
     # -- the rest of the store's interface, unchanged ---------------------------
     def get(self, tx_id: str) -> tuple[str, float, int] | None:
@@ -174,7 +209,21 @@ class FilteredDedup:
         return self.store.count()
 
     def prune(self, before_us: int) -> int:
-        return self.store.prune(before_us)
+        """Delete rows decided before ``before_us`` from SQLite, then drop the filters
+        holding only such ids (rule 4). Call it from the thread that owns the filter."""
+        n = self.store.prune(before_us)
+        self.drop_before(before_us)
+        return n
+
+    def drop_before(self, before_us: int) -> int:
+        """Drop every filter (but the newest) whose ids were all decided before ``before_us``.
+
+        Only after the store has deleted those rows: a dropped filter's ids then read as
+        new in both, so the answers stay exact."""
+        keep = [b for b in self._blooms[:-1] if b.newest_us >= before_us or b.added == 0]
+        dropped = len(self._blooms) - 1 - len(keep)
+        self._blooms = [*keep, self._blooms[-1]]
+        return dropped
 
     def close(self) -> None:
         self.store.close()
