@@ -318,13 +318,10 @@ def test_a_pem_key_of_an_unknown_algorithm_is_a_key_file_error() -> None:
         load_node_key(_KEY_DIR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding (core/scoring, reported): a linear model with huge but finite "
-    "parameters is accepted and scores NaN, which no threshold blocks",
-)
-def test_an_accepted_linear_model_never_scores_nan() -> None:
-    from fraudnet.core.scoring.compiled import CompiledModel
+def test_a_linear_model_that_could_score_nan_is_refused_and_the_kernel_fails_closed() -> None:
+    """Fuzz finding: a linear model with huge finite parameters scored NaN (no threshold
+    blocks NaN). Such a file is now refused, and a NaN logit scores 1.0 (fail closed)."""
+    from fraudnet.core.scoring.compiled import CompiledModel, linear_many
 
     m = decode_model(MODELS[1])
     arrays = dict(m.arrays)
@@ -332,12 +329,15 @@ def test_an_accepted_linear_model_never_scores_nan() -> None:
     arrays["scale"] = arrays["scale"].copy()
     arrays["coef"][:2] = (1e300, -1e300)
     arrays["scale"][:2] = 1e-300
-    hostile = CompiledModel(kind=m.kind, feature_names=m.feature_names, arrays=arrays,
-                            feature_config=m.feature_config, meta=m.meta)  # fmt: skip
-    try:
-        model = decode_model(encode_model(hostile))
-    except ModelError:
-        return  # refusing such a model is a fix too
-    with np.errstate(all="ignore"):
-        scores, _ = model.predict_many(_X)
-    assert not np.isnan(scores).any()
+    with pytest.raises(ModelError, match="out of range"):
+        hostile = CompiledModel(kind=m.kind, feature_names=m.feature_names, arrays=arrays,
+                                feature_config=m.feature_config, meta=m.meta)  # fmt: skip
+        decode_model(encode_model(hostile))
+    # the kernel (and its pure twin) on inputs that make +inf and -inf terms
+    x = np.array([[1e308, 1e308], [1.0, 1.0]])
+    for fn in (linear_many, getattr(linear_many, "py_func", linear_many)):
+        scores, contrib = np.zeros(2), np.zeros((2, 2))
+        with np.errstate(all="ignore"):
+            fn(x, np.array([0, 1]), np.array([1e10, -1e10]), np.zeros(2), np.ones(2), 0.0,
+               scores, contrib)  # fmt: skip
+        assert scores[0] == 1.0 and scores[1] == 0.5

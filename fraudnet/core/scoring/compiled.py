@@ -70,6 +70,10 @@ __all__ = [
 ]
 
 KINDS: Final = ("forest", "gbm", "blend", "linear")
+#: bound on a linear model's per-feature weight on raw inputs, intercept and means: a
+#: fitted logistic regression is orders of magnitude below; a file beyond it is damaged
+#: or hostile (its scores could overflow to NaN, which no threshold blocks)
+MAX_LINEAR_WEIGHT: Final = 1e9
 F64 = npt.NDArray[np.float64]
 AGG_MEAN: Final = 0
 AGG_LOGIT_SUM: Final = 1
@@ -342,7 +346,9 @@ def linear_many(
             c = coef[f] * ((x[i, cols[f]] - mean[f]) / scale[f])
             contrib[i, f] = c
             z += c
-        if z >= 0:
+        if z != z:  # NaN (+inf and -inf terms): fail closed, never a silent allow
+            scores[i] = 1.0
+        elif z >= 0:
             scores[i] = 1.0 / (1.0 + math.exp(-z))
         else:
             e = math.exp(z)
@@ -405,6 +411,18 @@ class CompiledModel:
                 raise ModelError("model: bad intercept or zero scale")
             if not all(np.isfinite(self.arrays[k]).all() for k in _LINEAR_ARRAYS):
                 raise ModelError("model: non-finite linear parameters")
+            with np.errstate(all="ignore"):
+                weight = np.abs(self.arrays["coef"]) / np.abs(self.arrays["scale"])
+            big = max(
+                float(weight.max(initial=0.0)),
+                abs(float(self.arrays["intercept"][0])),
+                float(np.abs(self.arrays["mean"]).max(initial=0.0)),
+            )
+            if not big <= MAX_LINEAR_WEIGHT:  # also catches inf and NaN
+                raise ModelError(
+                    f"model: linear parameters out of range (|coef/scale|, |intercept| and "
+                    f"|mean| must be <= {MAX_LINEAR_WEIGHT:g})"
+                )
             return
         arr = self.arrays
         if self.kind == "gbm":
