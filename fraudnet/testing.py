@@ -230,3 +230,26 @@ def _write_genesis(root: Path, dirs: list[Path], pids: list[str], network: str, 
         (d / "roster.chain").write_bytes(chain)
     (root / "roster.anchor").write_text(roster.hash.hex() + "\n")
     return roster.hash.hex()
+
+
+def small_forest_model(n_estimators: int = 4, seed: int = 0) -> Any:
+    """A small random forest, compiled for the node, fitted on 1,500 synthetic
+    transactions (30 days, 60 cards, 20 terminals) with the default model features."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
+    from fraudnet.training.convert import compile_sklearn
+    from fraudnet.training.data import TxTable
+    from fraudnet.training.train import replay_features
+
+    rng = np.random.default_rng(seed)
+    n = 1500
+    amount = np.round(rng.gamma(2.0, 40.0, n), 2)
+    t = TxTable(tx_id=np.arange(n), ts_s=1.52e9 + np.sort(rng.uniform(0, 30 * 86400, n)),
+                customer=rng.integers(0, 60, n), terminal=rng.integers(0, 20, n), amount=amount,
+                fraud=(amount > 200).astype(np.int8))  # fmt: skip
+    names = default_model_features()
+    x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
+    rf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed).fit(x, t.fraud)
+    return compile_sklearn(rf, names, FeatureConfig())

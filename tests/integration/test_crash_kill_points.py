@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 import requests
 
-from fraudnet.testing import FRAUDNET, free_port, run_cli, wait_for
+from fraudnet.testing import FRAUDNET, free_port, run_cli, small_forest_model, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,23 +68,7 @@ def _dataset(seed: int, n: int) -> list[dict[str, Any]]:
 
 
 def _model() -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-
-    from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
-    from fraudnet.training.convert import compile_sklearn
-    from fraudnet.training.data import TxTable
-    from fraudnet.training.train import replay_features
-
-    rng = np.random.default_rng(0)
-    n = 1500
-    amount = np.round(rng.gamma(2.0, 40.0, n), 2)
-    t = TxTable(tx_id=np.arange(n), ts_s=1.52e9 + np.sort(rng.uniform(0, 30 * 86400, n)),
-                customer=rng.integers(0, 60, n), terminal=rng.integers(0, 20, n), amount=amount,
-                fraud=(amount > 200).astype(np.int8))  # fmt: skip
-    names = default_model_features()
-    x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
-    rf = RandomForestClassifier(n_estimators=4, random_state=0).fit(x, t.fraud)
-    return compile_sklearn(rf, names, FeatureConfig())
+    return small_forest_model(4)
 
 
 class NodeProc:

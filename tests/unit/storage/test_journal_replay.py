@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sklearn.ensemble import RandomForestClassifier
 
 from fraudnet.adapters.storage.audit_files import iter_payloads, verify_log
 from fraudnet.adapters.storage.audit_log import open_audit_log
@@ -26,14 +25,11 @@ from fraudnet.adapters.storage.journal_recovery import settle_intents
 from fraudnet.adapters.stream.snapshots import FeatureSnapshots
 from fraudnet.core.audit.framing import parse_record_payload
 from fraudnet.core.audit.schema import decision_record, decode_body
-from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
 from fraudnet.core.features.state import CARD_ARRAYS, TERM_ARRAYS
 from fraudnet.core.records import Decision, TxRecord, columns
 from fraudnet.core.scoring import ModelScorer
 from fraudnet.errors import InputError
-from fraudnet.training.convert import compile_sklearn
-from fraudnet.training.data import TxTable
-from fraudnet.training.train import replay_features
+from fraudnet.testing import small_forest_model
 
 DAY = 86400.0
 T0 = 1_520_000_000
@@ -41,16 +37,7 @@ T0 = 1_520_000_000
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    rng = np.random.default_rng(0)
-    n = 1500
-    amount = np.round(rng.gamma(2.0, 40.0, n), 2)
-    t = TxTable(tx_id=np.arange(n), ts_s=1.52e9 + np.sort(rng.uniform(0, 30 * DAY, n)),
-                customer=rng.integers(0, 60, n), terminal=rng.integers(0, 20, n), amount=amount,
-                fraud=(amount > 200).astype(np.int8))  # fmt: skip
-    names = default_model_features()
-    x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
-    rf = RandomForestClassifier(n_estimators=4, random_state=0).fit(x, t.fraud)
-    return compile_sklearn(rf, names, FeatureConfig())
+    return small_forest_model(4)
 
 
 def _ref(kind: str, i: int) -> bytes:

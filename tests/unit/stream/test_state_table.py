@@ -16,21 +16,16 @@ from typing import Any
 import faust
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
 
 from fraudnet.adapters.storage.dedup import DedupStore
 from fraudnet.adapters.stream.broker import EmbeddedBroker
 from fraudnet.adapters.stream.snapshots import FeatureSnapshots, ShardSnapshot
 from fraudnet.adapters.stream.state_table import StateTable
-from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
 from fraudnet.core.features.state import CARD_ARRAYS, TERM_ARRAYS
 from fraudnet.core.records import TxColumns
 from fraudnet.core.scoring import ModelScorer
 from fraudnet.errors import InputError
-from fraudnet.testing import read_topic
-from fraudnet.training.convert import compile_sklearn
-from fraudnet.training.data import TxTable
-from fraudnet.training.train import replay_features
+from fraudnet.testing import read_topic, small_forest_model
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +36,7 @@ APP_ID = "fraudnet-state-table-test"
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    rng = np.random.default_rng(0)
-    n = 1500
-    amount = np.round(rng.gamma(2.0, 40.0, n), 2)
-    t = TxTable(tx_id=np.arange(n), ts_s=1.52e9 + np.sort(rng.uniform(0, 30 * DAY, n)),
-                customer=rng.integers(0, 60, n), terminal=rng.integers(0, 20, n), amount=amount,
-                fraud=(amount > 200).astype(np.int8))  # fmt: skip
-    names = default_model_features()
-    x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
-    rf = RandomForestClassifier(n_estimators=4, random_state=0).fit(x, t.fraud)
-    return compile_sklearn(rf, names, FeatureConfig())
+    return small_forest_model(4)
 
 
 def _cols(seed: int, n: int) -> TxColumns:

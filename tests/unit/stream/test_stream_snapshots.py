@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
 
 from fraudnet.adapters.stream.snapshots import FeatureSnapshots
-from fraudnet.core.features import FEATURE_NAMES, FeatureConfig, default_model_features
 from fraudnet.core.records import TxColumns
 from fraudnet.core.scoring import BaselineScorer, ModelScorer
-from fraudnet.training.convert import compile_sklearn
-from fraudnet.training.data import TxTable
-from fraudnet.training.train import replay_features
+from fraudnet.testing import small_forest_model
 
 DAY = 86400.0
 
@@ -34,16 +30,7 @@ def _cols(seed: int, n: int) -> TxColumns:
 
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(0)
-    n = 1500
-    amount = np.round(rng.gamma(2.0, 40.0, n), 2)
-    t = TxTable(tx_id=np.arange(n), ts_s=1.52e9 + np.sort(rng.uniform(0, 30 * DAY, n)),
-                customer=rng.integers(0, 60, n), terminal=rng.integers(0, 20, n), amount=amount,
-                fraud=(amount > 200).astype(np.int8))  # fmt: skip
-    names = default_model_features()
-    x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
-    rf = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, t.fraud)
-    return compile_sklearn(rf, names, FeatureConfig())
+    return small_forest_model(5)
 
 
 def test_snapshot_restore_reproduces_the_scores(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
