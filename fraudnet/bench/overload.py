@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ from typing import Any
 
 import click
 
-from .pipeline import Reader, _train_model, _warm_up, pct, stream_phase
+from .pipeline import Reader, _train_model, _warm_up, pct, run_and_report, stream_phase
 
 __all__ = ["cli_overload", "cli_soak", "run_overload", "run_soak", "slope"]
 
@@ -365,31 +364,6 @@ def run_soak(*, model: Path | None, minutes: float, rate: float, http_rate: floa
     }  # fmt: skip
 
 
-def _run(fn: Any, workdir: Path | None, as_json: bool, keys: tuple[str, ...], name: str,
-         **kw: Any) -> None:  # fmt: skip
-    from fraudnet.errors import InternalError
-
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix=f"fraudnet-{name}-")
-        workdir = Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        res = fn(workdir=workdir, **kw)
-    except Exception as e:  # one line with the cause, not a traceback
-        raise InternalError(f"bench {name}: {type(e).__name__}: {e}") from None
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    if as_json:
-        click.echo(json.dumps(res))
-    else:
-        for k in keys:
-            click.echo(f"{k:>26}: {res[k]}")
-    if not res["reconciled"]:
-        raise InternalError(f"bench {name}: counts do not reconcile (see the JSON output)")
-
-
 _model_opt = click.option(
     "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
     help="Model file (default: train an rf model on generated data first).")  # fmt: skip
@@ -432,7 +406,7 @@ def cli_overload(model: Path | None, capacity_seconds: float, factor: float, sec
                  http_rate: float, max_inflight: int, backlog: int, sample_s: float,
                  workdir: Path | None, as_json: bool) -> None:  # fmt: skip
     """A node at FACTOR x its measured capacity: 503 + Retry-After, bounded memory, nothing lost."""
-    _run(run_overload, workdir, as_json,
+    run_and_report(run_overload, workdir, as_json,
          ("capacity_tx_per_s", "offered_tx_per_s", "producer_sent_per_s",
           "overload_decided_tx_per_s", "http_503", "peak_rss_mb", "transactions", "reconciled"),
          "overload", model=model, capacity_seconds=capacity_seconds, factor=factor,
@@ -452,7 +426,7 @@ def cli_overload(model: Path | None, capacity_seconds: float, factor: float, sec
 def cli_soak(model: Path | None, minutes: float, rate: float, http_rate: float, backlog: int,
              sample_s: float, workdir: Path | None, as_json: bool) -> None:  # fmt: skip
     """A node at a steady rate for MINUTES: RSS and open-fd slopes, reconciled."""
-    _run(run_soak, workdir, as_json,
+    run_and_report(run_soak, workdir, as_json,
          ("minutes", "offered_tx_per_s", "decided_tx_per_s", "p99_ms", "rss_mb_per_hour",
           "fds_per_hour", "transactions", "reconciled"),
          "soak", model=model, minutes=minutes, rate=rate, http_rate=http_rate, backlog=backlog,

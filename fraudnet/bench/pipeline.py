@@ -489,30 +489,40 @@ def cli(model: Path | None, seconds: float, max_transactions: int, latency_rate:
         floor_transactions: int, workdir: Path | None, ingest_process: bool,
         no_audit_fsync: bool, as_json: bool) -> None:  # fmt: skip
     """The whole node under one-transaction-per-message traffic + POST /v1/decide."""
+    run_and_report(run_bench, workdir, as_json,
+                   ("tx_per_s", "p50_ms", "p99_ms", "p999_ms", "http_p99_ms", "peak_rss_mb",
+                    "state_bytes_per_entity", "ceiling_tx_per_s", "floor_tx_per_s",
+                    "ratio_to_ceiling", "transactions", "seconds", "reconciled"),
+                   "pipeline", model=model, seconds=seconds, max_tx=max_transactions,
+                   latency_rate=latency_rate, latency_seconds=latency_seconds,
+                   http_rate=http_rate, http_seconds=http_seconds, window=window,
+                   floor_tx=floor_transactions, ingest_process=ingest_process,
+                   audit_fsync=not no_audit_fsync)  # fmt: skip
+
+
+def run_and_report(fn: Any, workdir: Path | None, as_json: bool, keys: tuple[str, ...],
+                   name: str, **kw: Any) -> None:  # fmt: skip
+    """Run a bench function in ``workdir`` (a temporary one if None) and print its result:
+    one JSON object with ``--json``, else ``keys`` one per line; exit non-zero (one line,
+    no traceback) when it fails or its counts do not reconcile."""
     from fraudnet.errors import InternalError
 
     tmp = None
     if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="fraudnet-bench-")
+        tmp = tempfile.TemporaryDirectory(prefix=f"fraudnet-{name}-")
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        res = run_bench(model=model, seconds=seconds, max_tx=max_transactions,
-                        latency_rate=latency_rate, latency_seconds=latency_seconds,
-                        http_rate=http_rate, http_seconds=http_seconds, window=window,
-                        floor_tx=floor_transactions, workdir=workdir,
-                        ingest_process=ingest_process, audit_fsync=not no_audit_fsync)  # fmt: skip
+        res = fn(workdir=workdir, **kw)
     except Exception as e:  # one line with the cause, not a traceback
-        raise InternalError(f"bench pipeline: {type(e).__name__}: {e}") from None
+        raise InternalError(f"bench {name}: {type(e).__name__}: {e}") from None
     finally:
         if tmp is not None:
             tmp.cleanup()
     if as_json:
         click.echo(json.dumps(res))
     else:
-        for k in ("tx_per_s", "p50_ms", "p99_ms", "p999_ms", "http_p99_ms", "peak_rss_mb",
-                  "state_bytes_per_entity", "ceiling_tx_per_s", "floor_tx_per_s",
-                  "ratio_to_ceiling", "transactions", "seconds", "reconciled"):  # fmt: skip
-            click.echo(f"{k:>24}: {res[k]}")
+        for k in keys:
+            click.echo(f"{k:>26}: {res[k]}")
     if not res["reconciled"]:
-        raise InternalError("bench pipeline: counts do not reconcile (see the JSON output)")
+        raise InternalError(f"bench {name}: counts do not reconcile (see the JSON output)")
