@@ -253,3 +253,16 @@ def small_forest_model(n_estimators: int = 4, seed: int = 0) -> Any:
     x = replay_features(t, FeatureConfig())[:, [FEATURE_NAMES.index(c) for c in names]]
     rf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed).fit(x, t.fraud)
     return compile_sklearn(rf, names, FeatureConfig())
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
+    """Sum of the offsets consumer group ``group`` has committed on ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3,
+                  "enable.auto.commit": False})  # fmt: skip
+    try:
+        parts = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(0, tp.offset) for tp in parts)
+    finally:
+        c.close()

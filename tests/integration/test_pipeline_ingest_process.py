@@ -13,21 +13,9 @@ import pytest
 import requests
 
 from fraudnet.core.records import decode_decisions
-from fraudnet.testing import read_topic, run_cli, running_node, wait_for
+from fraudnet.testing import committed_offsets, read_topic, run_cli, running_node, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3,
-                  "enable.auto.commit": False})  # fmt: skip
-    try:
-        parts = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
-        return sum(max(0, tp.offset) for tp in parts)
-    finally:
-        c.close()
 
 
 def _children(pid: int) -> list[int]:
@@ -104,7 +92,7 @@ def test_ingest_process_decides_everything_once_and_stops_cleanly(
         assert h["decided"] == n and h["duplicates"] == n // 250
         assert h["dead_lettered"] == 2 * (n // 250)
         assert h["received"] == h["decided"] + h["dead_lettered"] + h["duplicates"]
-        wait_for(lambda: _committed(ep["broker"], "fraudnet-n1-ingest", ep["topics"]["tx_in"])
+        wait_for(lambda: committed_offsets(ep["broker"], "fraudnet-n1-ingest", ep["topics"]["tx_in"])
                  == produced, 30, "offsets committed by the ingest process")  # fmt: skip
         assert _alive(worker)
     assert ep["proc"].returncode == 0  # SIGTERM: the child drained, said bye, the node exited 0

@@ -11,21 +11,9 @@ import pytest
 import requests
 
 from fraudnet.core.records import decode_decisions
-from fraudnet.testing import read_topic, run_cli, running_node
+from fraudnet.testing import committed_offsets, read_topic, run_cli, running_node
 
 pytestmark = pytest.mark.integration
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3,
-                  "enable.auto.commit": False})  # fmt: skip
-    try:
-        parts = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
-        return sum(max(0, tp.offset) for tp in parts)
-    finally:
-        c.close()
 
 
 def test_offsets_committed_after_decisions_and_counts_reconcile(tmp_path: Path) -> None:
@@ -57,7 +45,7 @@ def test_offsets_committed_after_decisions_and_counts_reconcile(tmp_path: Path) 
         deadline = time.monotonic() + 30
         committed = 0
         while time.monotonic() < deadline:
-            committed = _committed(ep["broker"], group, topic)
+            committed = committed_offsets(ep["broker"], group, topic)
             if committed == produced:
                 break
             time.sleep(0.1)
