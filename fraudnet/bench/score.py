@@ -70,8 +70,10 @@ def _visits(model: Any, x: Any) -> float:
     if model.kind == "linear":
         return 0.0
     nodes = model.nodes
-    leaf = nodes["right"] == np.arange(nodes.shape[0])
+    kid = nodes["kid"].astype(np.int64)
+    leaf = kid[:, 0] == np.arange(nodes.shape[0])
     rows = np.arange(x.shape[0])
+    xs = x.astype(nodes["thr"].dtype)  # float32 nodes compare float32 features
     total = 0
     for root in model.trees:
         node = np.full(x.shape[0], root, dtype=np.int64)
@@ -81,9 +83,8 @@ def _visits(model: Any, x: Any) -> float:
                 break
             total += int(live.sum())
             f = model.cols[nodes["feat"][node]]
-            right = x[rows, f] > nodes["thr"][node]
-            nxt = np.where(right, nodes["right"][node], node + 1)
-            node = np.where(live, nxt, node)
+            right = xs[rows, f] > nodes["thr"][node]
+            node = kid[node, right.astype(np.int64)]
     return float(total / x.shape[0])
 
 

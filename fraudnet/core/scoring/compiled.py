@@ -26,12 +26,16 @@ Four kinds:
 
 Trees are stored in preorder (scikit-learn's layout: the left child of an
 internal node is the next node), which the loader checks. At load time the
-nodes are packed into one record array (:data:`NODE_DTYPE`: threshold,
-value, feature, right -- 24 bytes, one cache line fetch per node instead of
-one per field array; a leaf's ``right`` is itself and its threshold
-``-inf``); ``trees`` holds the roots and ``parts`` one row per part:
-``[agg, base, weight, end tree]``. Forests and gbm models are one-part
-blends, so one kernel (:func:`forest_many`) scores every tree kind.
+nodes are packed into one record array (one cache line fetch per node
+instead of one per field array): threshold, feature, the two children
+``kid`` (a leaf's are itself) and value -- :data:`NODE_F32` (24 bytes,
+float32 thresholds, :func:`f32_floor`) for models made of forests only,
+:data:`NODE_F64` (32 bytes) otherwise; ``trees`` holds the roots and
+``parts`` one row per part: ``[agg, base, weight, end tree]``. Forests and
+gbm models are one-part blends, so one kernel (:func:`forest_many`) scores
+every tree kind. The kernel walks many (row, tree) paths in lockstep and
+picks a child by indexing ``kid`` with the split outcome, never by a
+branch (see ``docs/adr/0121-lockstep-tree-walks.md``).
 
 All kernels also return per-feature contributions for reason codes. Trees:
 path attribution (the change of node value along the decision path
@@ -59,10 +63,12 @@ from ..features.schema import FEATURES, SCHEMA_VERSION, FeatureConfig, feature_i
 
 __all__ = [
     "KINDS",
-    "NODE_DTYPE",
+    "NODE_F32",
+    "NODE_F64",
     "SMALL_BATCH",
     "CompiledModel",
     "f32_equivalent_threshold",
+    "f32_floor",
     "forest_many",
     "linear_many",
     "pack_nodes",
@@ -77,9 +83,17 @@ MAX_LINEAR_WEIGHT: Final = 1e9
 F64 = npt.NDArray[np.float64]
 AGG_MEAN: Final = 0
 AGG_LOGIT_SUM: Final = 1
-#: one tree node as the kernel reads it (24 bytes, C layout)
-NODE_DTYPE: Final = np.dtype(
-    [("thr", np.float64), ("val", np.float64), ("feat", np.int32), ("right", np.int32)],
+#: one tree node as the kernel reads it, for models made of forests only (24 bytes):
+#: float32 threshold (compared with the float32-rounded feature, as scikit-learn
+#: does), the split feature, the two children (``kid[outcome]``; a leaf's are itself)
+#: and the node value
+NODE_F32: Final = np.dtype(
+    [("thr", np.float32), ("feat", np.int32), ("kid", np.int32, (2,)), ("val", np.float64)],
+    align=True,
+)
+#: the same with a float64 threshold (32 bytes), for models with a gbm part
+NODE_F64: Final = np.dtype(
+    [("thr", np.float64), ("val", np.float64), ("kid", np.int32, (2,)), ("feat", np.int32)],
     align=True,
 )
 
@@ -129,12 +143,24 @@ def part_arrays(kind: str, arrays: dict[str, npt.NDArray[Any]]) -> dict[str, npt
     }
 
 
+def f32_floor(thr: F64) -> npt.NDArray[np.float32]:
+    """The largest float32 ``t <= thr``: for a float32 ``v``, ``v <= thr  <=>  v <= t``
+    (so a float32 node compares exactly as scikit-learn's float64 threshold does)."""
+    thr = np.asarray(thr, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        t = thr.astype(np.float32)
+    down = t.astype(np.float64) > thr
+    return np.where(down, np.nextafter(t, np.float32(-np.inf)), t).astype(np.float32)
+
+
 def pack_nodes(
     arrays: dict[str, npt.NDArray[Any]], parts: dict[str, npt.NDArray[Any]]
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], F64]:
     """``(nodes, trees, parts)`` of a validated tree model (see module docstring).
 
-    Forest parts get float32-equivalent thresholds; gbm parts keep theirs."""
+    Models made of forests only get :data:`NODE_F32` records (float32
+    thresholds, :func:`f32_floor`); others :data:`NODE_F64`, where forest
+    parts get float32-equivalent thresholds and gbm parts keep theirs."""
     feat = arrays["feature"]
     n = feat.shape[0]
     leaf = feat < 0
@@ -144,12 +170,18 @@ def pack_nodes(
     f32_tree = parts["part_agg"][parts["tree_part"]] == AGG_MEAN
     f32_node = np.repeat(f32_tree, ends - roots)
     thr = arrays["threshold"]
-    thr = np.where(f32_node & ~leaf, f32_equivalent_threshold(thr), thr)
-    nodes = np.zeros(n, dtype=NODE_DTYPE)
-    nodes["thr"] = np.where(leaf, -np.inf, thr)
+    if f32_tree.all():
+        nodes = np.zeros(n, dtype=NODE_F32)
+        nodes["thr"] = np.where(leaf, np.float32(0.0), f32_floor(thr))
+    else:
+        nodes = np.zeros(n, dtype=NODE_F64)
+        thr = np.where(f32_node & ~leaf, f32_equivalent_threshold(thr), thr)
+        nodes["thr"] = np.where(leaf, 0.0, thr)
+    idx = np.arange(n)
     nodes["val"] = arrays["value"]
     nodes["feat"] = np.where(leaf, 0, feat)
-    nodes["right"] = np.where(leaf, np.arange(n), arrays["right"])
+    nodes["kid"][:, 0] = np.where(leaf, idx, idx + 1)
+    nodes["kid"][:, 1] = np.where(leaf, idx, arrays["right"])
     n_parts = parts["part_agg"].shape[0]
     ends_t = np.searchsorted(parts["tree_part"], np.arange(n_parts), side="right")
     table = np.empty((n_parts, 4), dtype=np.float64)
@@ -168,73 +200,81 @@ def _sigmoid(z: float) -> float:  # pragma: no cover - numba
     return e / (1.0 + e)
 
 
-#: batches up to this size walk one row at a time, four trees in lockstep
-SMALL_BATCH: Final = 4
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _step(xm: F64, i: int, nodes: npt.NDArray[Any], node: int) -> int:  # pragma: no cover
-    """The child of internal ``node`` for row ``i`` (a leaf returns itself), without a branch."""
-    right = np.int64(nodes[node]["right"])
-    f = nodes[node]["feat"]
-    return int(node + 1 + np.int64(xm[i, f] > nodes[node]["thr"]) * (right - node - 1))
+#: batches up to this size walk one row at a time, all trees of a part in lockstep;
+#: larger ones walk tree by tree, all rows of a block in lockstep
+SMALL_BATCH: Final = 8
+#: rows walked together through one tree (their features, contributions and cursors
+#: stay in L1 while the tree is in L1/L2)
+BLOCK: Final = 256
+_U = np.uint64  # unsigned indices: numba adds no negative-index wraparound code for them
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk_row(
+def _walk_trees(
     xm: F64, i: int, nodes: npt.NDArray[Any], trees: npt.NDArray[np.int64], t0: int, t1: int,
-    acc: float, pc: F64,
-) -> float:  # pragma: no cover - numba  # fmt: skip
-    """``acc`` plus the leaf values of trees ``t0..t1-1`` for row ``i``, added in tree
-    order; path contributions into ``pc[i]``. Four trees are walked in lockstep: their
-    node loads are independent, so a single row's cache misses overlap."""
-    t = t0
-    while t + 4 <= t1:
-        a = trees[t]
-        b = trees[t + 1]
-        c = trees[t + 2]
-        d = trees[t + 3]
-        va = nodes[a]["val"]
-        vb = nodes[b]["val"]
-        vc = nodes[c]["val"]
-        vd = nodes[d]["val"]
-        while True:
-            na = _step(xm, i, nodes, a)
-            nb = _step(xm, i, nodes, b)
-            nc = _step(xm, i, nodes, c)
-            nd = _step(xm, i, nodes, d)
-            if na == a and nb == b and nc == c and nd == d:
-                break
-            # a leaf steps to itself and adds 0.0 to feature 0 (no effect)
-            wa = nodes[na]["val"]
-            wb = nodes[nb]["val"]
-            wc = nodes[nc]["val"]
-            wd = nodes[nd]["val"]
-            pc[i, nodes[a]["feat"]] += wa - va
-            pc[i, nodes[b]["feat"]] += wb - vb
-            pc[i, nodes[c]["feat"]] += wc - vc
-            pc[i, nodes[d]["feat"]] += wd - vd
-            va, vb, vc, vd = wa, wb, wc, wd
-            a, b, c, d = na, nb, nc, nd
-        acc += va
-        acc += vb
-        acc += vc
-        acc += vd
-        t += 4
-    while t < t1:
-        node = trees[t]
-        val = nodes[node]["val"]
-        while True:
-            nxt = _step(xm, i, nodes, node)
-            if nxt == node:
-                break
-            nval = nodes[nxt]["val"]
-            pc[i, nodes[node]["feat"]] += nval - val
-            val = nval
-            node = nxt
-        acc += val
-        t += 1
-    return acc
+    leaf: F64, pc: F64, cur: npt.NDArray[np.uint64], act: npt.NDArray[np.uint64],
+) -> None:  # pragma: no cover - numba  # fmt: skip
+    """Row ``i`` through trees ``t0..t1-1`` in lockstep: ``leaf[t]`` = its leaf value in
+    tree ``t``; path contributions added into ``pc[i]``.
+
+    Each round advances every unfinished tree by one level. The child is
+    picked by indexing the node's ``kid`` pair with the split outcome (a
+    load, not a branch: outcomes are data-dependent and a mispredicted
+    branch would flush the other trees' loads in flight), and finished
+    trees are dropped from ``act`` without a branch either. A single row's
+    node loads from many trees are thus independent and overlap their
+    cache misses.
+    """
+    m = _U(0)
+    for t in range(t0, t1):
+        cur[t] = trees[t]
+        act[m] = t
+        m += _U(1)
+    while m > _U(0):
+        k2 = _U(0)
+        for k in range(m):
+            t = act[k]
+            node = cur[t]
+            rec = nodes[node]
+            f = _U(rec["feat"])
+            nxt = _U(rec["kid"][_U(xm[i, f] > rec["thr"])])
+            # a leaf's kids are itself: it adds 0.0 to feature 0 (no effect)
+            pc[i, f] += nodes[nxt]["val"] - rec["val"]
+            cur[t] = nxt
+            act[k2] = t
+            k2 += _U(nxt != node)
+        m = k2
+    for t in range(t0, t1):
+        leaf[t] = nodes[cur[t]]["val"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_rows(
+    xm: F64, n: int, nodes: npt.NDArray[Any], root: int, acc: F64, pc: F64,
+    cur: npt.NDArray[np.uint64], act: npt.NDArray[np.uint64],
+) -> None:  # pragma: no cover - numba  # fmt: skip
+    """Rows ``0..n-1`` of ``xm`` through the tree at ``root`` in lockstep: ``acc[i]``
+    plus the row's leaf value, path contributions into ``pc`` (see :func:`_walk_trees`
+    for why there is no branch on the split outcome)."""
+    for i in range(n):
+        cur[i] = root
+        act[i] = i
+    m = _U(n)
+    while m > _U(0):
+        k2 = _U(0)
+        for k in range(m):
+            i = act[k]
+            node = cur[i]
+            rec = nodes[node]
+            f = _U(rec["feat"])
+            nxt = _U(rec["kid"][_U(xm[i, f] > rec["thr"])])
+            pc[i, f] += nodes[nxt]["val"] - rec["val"]
+            cur[i] = nxt
+            act[k2] = i
+            k2 += _U(nxt != node)
+        m = k2
+    for i in range(n):
+        acc[i] += nodes[cur[i]]["val"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -252,63 +292,65 @@ def forest_many(
     ``parts`` rows ``[agg, base, weight, end tree]``: agg 0 = mean of the
     part's leaf values, 1 = ``sigmoid(base + sum)``; the score is the
     weighted mean of the parts' scores. The model's columns are gathered
-    once per batch. Batches above :data:`SMALL_BATCH` rows are walked tree
-    by tree (one tree stays in cache across the batch); smaller ones row by
-    row, four trees in lockstep (:func:`_walk_row`). The child is chosen
-    without a branch (split outcomes are data-dependent and mispredict about
-    half the time). Leaf values are added in tree order either way, so a
-    row's score does not depend on its batch (its contributions may differ
-    in the last bits: they are summed in another order).
+    once per batch, in the nodes' threshold type (float32 nodes: the
+    features rounded to float32, as scikit-learn's forests compare them).
+    Batches above :data:`SMALL_BATCH` rows are walked tree by tree, in
+    blocks of :data:`BLOCK` rows in lockstep (:func:`_walk_rows`); smaller
+    ones row by row, all trees of a part in lockstep (:func:`_walk_trees`).
+    Leaf values are added in tree order either way, so a row's score does
+    not depend on its batch (its contributions may differ in the last bits:
+    they are summed in another order).
     """
     n = x.shape[0]
     nf = cols.shape[0]
     n_parts = parts.shape[0]
-    xm = np.empty((n, nf), dtype=np.float64)
+    nt = trees.shape[0]
+    xm = np.empty((n, nf), dtype=nodes["thr"].dtype)
     pc = np.empty((n, nf), dtype=np.float64)
     acc = np.empty(n, dtype=np.float64)
+    small = n <= SMALL_BATCH
+    lanes = nt if small else min(n, BLOCK)
+    cur = np.empty(lanes, dtype=np.uint64)
+    act = np.empty(lanes, dtype=np.uint64)
+    leaf = np.empty(nt if small else 0, dtype=np.float64)
     for i in range(n):
         scores[i] = 0.0
         for f in range(nf):
             xm[i, f] = x[i, cols[f]]
             contrib[i, f] = 0.0
     wsum = 0.0
-    t = 0
+    t_first = 0
     for p in range(n_parts):
         agg = int(parts[p, 0])
         base = parts[p, 1]
         w = parts[p, 2]
         t_end = int(parts[p, 3])
-        t_first = t
         for i in range(n):
             # gbm: start from the baseline, as scikit-learn adds trees to it in order
             acc[i] = base if agg == AGG_LOGIT_SUM else 0.0
             for f in range(nf):
                 pc[i, f] = 0.0
-        if n <= SMALL_BATCH:
+        if small:
             for i in range(n):
-                acc[i] = _walk_row(xm, i, nodes, trees, t_first, t_end, acc[i], pc)
-            t = t_end
-        while t < t_end:
-            root = trees[t]
-            for i in range(n):
-                node = root
-                val = nodes[node]["val"]
-                while True:
-                    nxt = _step(xm, i, nodes, node)
-                    if nxt == node:  # a leaf
-                        break
-                    nval = nodes[nxt]["val"]
-                    pc[i, nodes[node]["feat"]] += nval - val
-                    val = nval
-                    node = nxt
-                acc[i] += val
-            t += 1
-        nt = t_end - t_first
+                _walk_trees(xm, i, nodes, trees, t_first, t_end, leaf, pc, cur, act)
+                a = acc[i]
+                for t in range(t_first, t_end):
+                    a += leaf[t]
+                acc[i] = a
+        else:
+            for b0 in range(0, n, BLOCK):
+                b1 = min(n, b0 + BLOCK)
+                xb = xm[b0:b1]
+                pb = pc[b0:b1]
+                ab = acc[b0:b1]
+                for t in range(t_first, t_end):
+                    _walk_rows(xb, b1 - b0, nodes, trees[t], ab, pb, cur, act)
+        nt_p = t_end - t_first
         s0 = _sigmoid(base)
         for i in range(n):
             if agg == AGG_MEAN:
-                s = acc[i] / nt
-                k = 1.0 / nt
+                s = acc[i] / nt_p
+                k = 1.0 / nt_p
             else:
                 s = _sigmoid(acc[i])
                 if n_parts == 1:
@@ -321,6 +363,7 @@ def forest_many(
             for f in range(nf):
                 contrib[i, f] += wk * pc[i, f]
         wsum += w
+        t_first = t_end
     for i in range(n):
         scores[i] /= wsum
         for f in range(nf):
@@ -385,7 +428,7 @@ class CompiledModel:
         object.__setattr__(self, "reason_of", tuple(FEATURES[c].reason for c in cols))
         self._validate()
         if self.kind == "linear":
-            nodes = np.zeros(0, dtype=NODE_DTYPE)
+            nodes = np.zeros(0, dtype=NODE_F64)
             trees = np.zeros(0, dtype=np.int64)
             parts = np.zeros((0, 4), dtype=np.float64)
         else:
