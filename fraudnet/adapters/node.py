@@ -480,12 +480,17 @@ def run_node(
         stopping.append(asyncio.ensure_future(worker.stop()))
 
     node.runtime.on_fatal = fatal
+    from .memtrace import start_from_env
+
+    memtrace = start_from_env()  # FRAUDNET_MEMTRACE=file: opt-in leak hunting (off by default)
     code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as e:
         code = int(e.code or 0)
     finally:
+        if memtrace is not None:
+            memtrace.stop()
         node.dedup.close()
         if node.broker is not None:
             node.broker.stop()

@@ -134,6 +134,12 @@ def build_http_app(
                 "decide_seconds": round(runtime.decide_seconds, 6),
                 "cpu_seconds": round(time.process_time(), 3),
                 "state": _state_info(runtime.core.scorer),
+                # memory held by design (the de-dup retention window): soaks report it
+                "dedup_filter": {
+                    "generations": runtime.dedup.generations,
+                    "bytes": runtime.dedup.nbytes,
+                    "ids": runtime.dedup.ids_held,
+                },
             }
         )
 

@@ -28,6 +28,7 @@ import faust
 from fraudnet.config import Settings
 
 from ..runtime import NodeRuntime
+from .dedup_filter import generation_for
 from .snapshots import FeatureSnapshots
 from .transport import FastTransport
 
@@ -152,6 +153,8 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
             log.error("feature snapshot failed: %r", e)
 
     retention_us = int(settings.dedup.retention_days * 86_400 * 1_000_000)
+    # one filter per quarter of a retention shorter than a day: memory follows the window
+    runtime.dedup.generation_us = generation_for(retention_us)
 
     @app.timer(interval=settings.dedup.prune_interval_s)  # type: ignore[untyped-decorator]
     async def prune_dedup() -> None:

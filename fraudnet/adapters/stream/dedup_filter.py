@@ -21,7 +21,8 @@ Rules that keep it exact:
    filter (a handful), nothing is rebuilt or re-read, and the false-positive
    rate stays bounded (~2 % at most) at any volume.
 4. Retention: a filter also stops taking ids once it has covered
-   ``GENERATION_US`` (one day) of decision time, and :meth:`FilteredDedup.prune`
+   ``generation_us`` of decision time (``GENERATION_US``, one day, or a quarter
+   of a shorter retention: :func:`generation_for`), and :meth:`FilteredDedup.prune`
    drops every filter whose newest id was decided before the cut-off, after
    deleting those rows from SQLite. Memory therefore follows the ids inside
    the retention window (``[dedup] retention_days``), not the node's uptime.
@@ -50,10 +51,23 @@ HASHES: Final = 4
 MIN_CAPACITY: Final = 1 << 20
 #: decision time one filter covers before a new one takes the new ids (retention, rule 4)
 GENERATION_US: Final = 86_400 * 1_000_000
+#: filters per retention window when the window is shorter than GENERATION_US
+GENERATIONS_PER_RETENTION: Final = 4
 #: batches smaller than this ask SQLite directly, and marks are added in groups this big
 SMALL_BATCH: Final = 128
 
 Row = tuple[str, str, float, int, int, bytes, bytes]
+
+
+def generation_for(retention_us: int) -> int:
+    """Decision time one filter covers for a retention window: one day, or a quarter of
+    a shorter window, so that filters of ids past the retention are dropped within about
+    a quarter window of it (memory then follows the window however short it is).
+
+    >>> generation_for(7 * GENERATION_US) == GENERATION_US, generation_for(600_000_000)
+    (True, 150000000)
+    """
+    return max(1, min(GENERATION_US, retention_us // GENERATIONS_PER_RETENTION))
 
 
 class BloomIds:
@@ -109,9 +123,16 @@ class FilteredDedup:
     """
 
     def __init__(
-        self, store: DedupStore, *, min_capacity: int = MIN_CAPACITY, small_batch: int = SMALL_BATCH
+        self,
+        store: DedupStore,
+        *,
+        min_capacity: int = MIN_CAPACITY,
+        small_batch: int = SMALL_BATCH,
+        generation_us: int = GENERATION_US,
     ) -> None:
         self.store = store
+        #: decision time one filter covers before a new one takes the ids (rule 4)
+        self.generation_us = generation_us
         self.small_batch = small_batch
         self.path = store.path
         self._min_capacity = min_capacity
@@ -144,6 +165,16 @@ class FilteredDedup:
     def generations(self) -> int:
         """How many filters are held (for tests and metrics)."""
         return len(self._blooms)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of filter bits held (what the retention window costs in memory)."""
+        return sum(b._bits.nbytes for b in self._blooms)
+
+    @property
+    def ids_held(self) -> int:
+        """Ids marked in the filters held (pruned ids stay until their filter is dropped)."""
+        return sum(b.added for b in self._blooms) + len(self._unflushed)
 
     def _maybe(self, tx_ids: Sequence[str]) -> list[bool]:
         maybe = self._blooms[0].maybe_many(tx_ids)
@@ -192,7 +223,7 @@ class FilteredDedup:
         if newest.added + len(ids) > newest.capacity:
             newest = BloomIds(2 * newest.capacity)
             self._blooms.append(newest)
-        elif newest.first_us and hi - newest.first_us > GENERATION_US:
+        elif newest.first_us and hi - newest.first_us > self.generation_us:
             newest = BloomIds(max(self._min_capacity, newest.added))
             self._blooms.append(newest)
         newest.add_many(ids)
