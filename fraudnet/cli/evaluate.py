@@ -56,13 +56,16 @@ import click
               show_default=True, help="network mode: a card is signalled from a local model "
               "on card features, a terminal from terminal features (entity), or both from "
               "the transaction's local model")  # fmt: skip
+@click.option("--model-exchange/--no-model-exchange", default=True, show_default=True,
+              help="network mode: members share their decision models and each decides "
+              "with the consortium of all of them (fraudnet model combine)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def cli(
     data_path: str, train_start: str, train_days: int, delay_days: int, test_days: int,
     mode: str, nodes: int, partition: str, model_names: str, feature_set: str, jobs: int,
     propagation_s: float, signal_threshold: float, signal_budget: float,
     signal_ttl_hours: float, label_signals: bool, terminal_signals: bool, signal_scores: str,
-    as_json: bool,
+    model_exchange: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Replay FILE through the streaming features, train, test, print AUC / AP / CP@100."""
     from fraudnet.errors import ConfigError
@@ -78,6 +81,7 @@ def cli(
         propagation_s=propagation_s, threshold=signal_threshold, budget=signal_budget,
         ttl_s=signal_ttl_hours * 3600.0, label_signals=label_signals,
         terminal_signals=terminal_signals, signal_scores=signal_scores,
+        model_exchange=model_exchange,
     )  # fmt: skip
     cands = list(AUTO) if model_names == "auto" else model_names.split(",")
     start = day_of(train_start)
@@ -100,3 +104,7 @@ def cli(
     if mode == "network":
         click.echo(f"signals sent       {res['signals_sent']} "
                    f"({res['signals_per_transaction']:.4f} per transaction)")  # fmt: skip
+        if res["model_exchange"]:
+            own = res["without_model_exchange"]
+            click.echo(f"without model exchange (own model only): AP "
+                       f"{own['average_precision']:.3f}, AUC {own['auc_roc']:.3f}")  # fmt: skip

@@ -1,5 +1,7 @@
 """``fraudnet model train|show``: fit a model from a transaction file; inspect a model file.
 
+``sign`` / ``combine`` (sharing models between members) live in :mod:`.model_share`.
+
 ``deploy`` (swapping the live model of a running node) lives with the node
 commands; it loads the file with :func:`fraudnet.training.modelio.load_model`.
 """
@@ -108,8 +110,11 @@ def show_cmd(model_path: str, as_json: bool) -> None:
 
 def _add_deploy() -> None:
     from .model_deploy import deploy
+    from .model_share import combine_cmd, sign
 
     cli.add_command(deploy)
+    cli.add_command(sign)
+    cli.add_command(combine_cmd)
 
 
 _add_deploy()

@@ -45,6 +45,7 @@ CONTEXTS: Final = frozenset(
         b"roster-vote",
         b"attestation",
         b"equivocation-proof",
+        b"model-share",
     }
 )
 

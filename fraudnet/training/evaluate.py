@@ -26,6 +26,7 @@ from fraudnet.core.features import FeatureConfig
 from fraudnet.core.features.network import NEUTRAL
 from fraudnet.errors import ConfigError
 
+from .combine import combine
 from .data import TxTable
 from .network import (
     NetworkOptions,
@@ -148,6 +149,8 @@ def _network(
     members = [f"member-{k}" for k in range(len(subs))]
     train_rows = 0
     neutral_score = np.full(len(table), np.nan)
+    own_score = np.full(len(table), np.nan)
+    models, tests = [], []
     for k, (p, sub, x) in enumerate(zip(parts, subs, xs, strict=True)):
         received = [
             (float(t) + opts.propagation_s, members[j], sig)
@@ -160,10 +163,18 @@ def _network(
         train_rows += int(((sub.day >= start_day) & (sub.day < start_day + train_days)).sum())
         tl = test[p]
         s, _ = model.predict_many(xn[tl])
-        score[p[tl]] = s
+        own_score[p[tl]] = s
+        models.append(model)
+        tests.append((p[tl], xn[tl]))
+    # the consortium model: every member's decision model, equal weights (the models
+    # are fitted before the test period, so sharing them adds no look-ahead)
+    deciders = [combine(models)] * len(models) if opts.model_exchange else models
+    for decider, (rows, xt) in zip(deciders, tests, strict=True):
+        score[rows], _ = decider.predict_many(xt)
         # ablation: the same model with no network evidence (every network column neutral)
-        s0, _ = model.predict_many(with_network(x[tl], np.tile(NEUTRAL, (int(tl.sum()), 1))))
-        neutral_score[p[tl]] = s0
+        neutral_score[rows], _ = decider.predict_many(
+            with_network(xt, np.tile(NEUTRAL, (len(rows), 1)))
+        )
     test_first = float(start_day + train_days + delay_days) * DAY_S
     sent = [len(lg.signals) for lg in logs]
     seen = [lg.transactions for lg in logs]
@@ -187,6 +198,9 @@ def _network(
             "propagation_s": opts.propagation_s, "threshold": opts.threshold,
             "budget": opts.budget, "ttl_s": opts.ttl_s, "label_signals": opts.label_signals,
             "terminal_signals": opts.terminal_signals, "signal_scores": opts.signal_scores,
+            "model_exchange": opts.model_exchange,
         },
         "without_network_evidence": ablation,
+        "model_exchange": opts.model_exchange,
+        "without_model_exchange": metrics(table, test, own_score[test]),
     }  # fmt: skip

@@ -84,6 +84,9 @@ class NetworkOptions:
     #: a terminal from one on the terminal's (a compromised terminal says nothing about
     #: the cards used there); ``transaction``: both from the transaction's local model
     signal_scores: str = "entity"
+    #: members share their decision models (signed files, no transaction data) and each
+    #: decides with the consortium of all of them (:mod:`fraudnet.training.combine`)
+    model_exchange: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.propagation_s <= 3600.0:
