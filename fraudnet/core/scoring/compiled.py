@@ -154,13 +154,15 @@ def f32_floor(thr: F64) -> npt.NDArray[np.float32]:
 
 
 def pack_nodes(
-    arrays: dict[str, npt.NDArray[Any]], parts: dict[str, npt.NDArray[Any]]
+    arrays: dict[str, npt.NDArray[Any]], parts: dict[str, npt.NDArray[Any]], *, wide: bool = False
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], F64]:
     """``(nodes, trees, parts)`` of a validated tree model (see module docstring).
 
     Models made of forests only get :data:`NODE_F32` records (float32
-    thresholds, :func:`f32_floor`); others :data:`NODE_F64`, where forest
-    parts get float32-equivalent thresholds and gbm parts keep theirs."""
+    thresholds, :func:`f32_floor`) unless ``wide``; others :data:`NODE_F64`,
+    where forest parts get float32-equivalent thresholds
+    (:func:`f32_equivalent_threshold`) and gbm parts keep theirs. Both
+    layouts give the same scores (tested)."""
     feat = arrays["feature"]
     n = feat.shape[0]
     leaf = feat < 0
@@ -170,7 +172,7 @@ def pack_nodes(
     f32_tree = parts["part_agg"][parts["tree_part"]] == AGG_MEAN
     f32_node = np.repeat(f32_tree, ends - roots)
     thr = arrays["threshold"]
-    if f32_tree.all():
+    if f32_tree.all() and not wide:
         nodes = np.zeros(n, dtype=NODE_F32)
         nodes["thr"] = np.where(leaf, np.float32(0.0), f32_floor(thr))
     else:

@@ -100,6 +100,9 @@ def reason_keys(
 @deep_cache  # its callees live in other modules: numba's own key would miss their changes
 @numba.njit(cache=True, nogil=True)
 def score_fused(  # type: ignore[no-untyped-def]  # 56 arrays/scalars, documented below
+    # what stays the same from call to call comes first (the caller keeps it as one
+    # tuple): the state arrays (FeatureState.fold_state_args), the model, the drift
+    # counts and the work buffers; then the batch columns, start and the output scores
     c_tab_keys,
     c_tab_slot,
     c_keys,
@@ -127,14 +130,6 @@ def score_fused(  # type: ignore[no-untyped-def]  # 56 arrays/scalars, documente
     t_last,
     params,
     counters,
-    card_key,
-    term_key,
-    ts,
-    amount,
-    label,
-    start,
-    order,
-    x,
     kind,
     cols,
     nodes,
@@ -148,14 +143,22 @@ def score_fused(  # type: ignore[no-untyped-def]  # 56 arrays/scalars, documente
     n_codes,
     top,
     min_contribution,
-    scores,
-    contrib,
-    keys,
     fsum,
     fedges,
     fcounts,
     score_counts,
     score_sum,
+    order,
+    x,
+    contrib,
+    keys,
+    card_key,
+    term_key,
+    ts,
+    amount,
+    label,
+    start,
+    scores,
 ):  # pragma: no cover - numba
     """Fold, score and explain ``order[start:]`` (see module docstring).
 

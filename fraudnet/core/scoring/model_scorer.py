@@ -38,6 +38,9 @@ from .reasons import LOW_RISK
 __all__ = ["ModelScorer"]
 
 _EMPTY = np.zeros(0, dtype=np.float64)
+_U64 = np.dtype(np.uint64)
+_F64 = np.dtype(np.float64)
+_I8 = np.dtype(np.int8)
 _PSI_EPS = 1e-4
 
 
@@ -106,6 +109,10 @@ class ModelScorer:
         self._score_counts = np.zeros(SCORE_EDGES.shape[0] + 1, dtype=np.int64)
         self._score_sum = np.zeros(1, dtype=np.float64)
         self.scored = 0
+        self._ws_n = -1
+        self._ws: tuple[npt.NDArray[Any], ...] = ()
+        self._fixed: tuple[Any, ...] | None = None
+        self._fixed_state: tuple[Any, ...] | None = None
 
     @property
     def model_id(self) -> str:
@@ -121,27 +128,46 @@ class ModelScorer:
             batch.card_key, batch.terminal_key, batch.ts_s, batch.amount, batch.label
         )
 
+    def _fixed_args(self, n: int) -> tuple[Any, ...]:
+        """The arguments of :func:`~.fused.score_fused` that do not change from call to
+        call (state arrays, model, drift counts, work buffers for ``n`` rows), as one
+        tuple, rebuilt only when the state's arrays, the model or ``n`` change."""
+        st_args = self.state.fold_state_args()
+        if n != self._ws_n:
+            nf = len(self.model.cols)
+            # work buffers, reused while batches keep the same size (a node scoring one
+            # transaction at a time allocates nothing here); x stays readable as _last_x
+            # until the next call
+            self._ws = (np.empty(n, dtype=np.int64), np.empty((n, N_FEATURES)),
+                        np.empty((n, nf)), np.empty(n, dtype=np.int64))  # fmt: skip
+            self._ws_n = n
+            self._fixed = None
+        if self._fixed is None or self._fixed_state is not st_args:
+            drift = (self.feature_sums, self._edges, self._fcounts, self._score_counts,
+                     self._score_sum)  # fmt: skip
+            self._fixed = (*st_args, *self._margs, *drift, *self._ws)
+            self._fixed_state = st_args
+        return self._fixed
+
     def score_many(self, batch: TxColumns) -> ScoreBatch:
         n = len(batch)
         if n == 0:
             return ScoreBatch(scores=np.zeros(0, dtype=np.float64), reasons=[])
-        cols = (
-            _c(batch.card_key, np.uint64), _c(batch.terminal_key, np.uint64),
-            _c(batch.ts_s, np.float64), _c(batch.amount, np.float64), _c(batch.label, np.int8),
-        )  # fmt: skip
-        if not all(c.shape == (n,) for c in cols):
+        ck, tk, ts, amt, lab = (batch.card_key, batch.terminal_key, batch.ts_s, batch.amount,
+                                batch.label)  # fmt: skip
+        if not (ck.dtype == _U64 and tk.dtype == _U64 and ts.dtype == _F64 and amt.dtype == _F64
+                and lab.dtype == _I8 and ck.flags.c_contiguous and tk.flags.c_contiguous
+                and ts.flags.c_contiguous and amt.flags.c_contiguous
+                and lab.flags.c_contiguous):  # fmt: skip
+            ck, tk, ts, amt, lab = (_c(ck, _U64), _c(tk, _U64), _c(ts, _F64), _c(amt, _F64),
+                                    _c(lab, _I8))  # fmt: skip
+        if not ck.shape == tk.shape == ts.shape == amt.shape == lab.shape == (n,):
             raise InputError("feature batch: columns differ in length")
-        order = np.empty(n, dtype=np.int64)
-        x = np.empty((n, N_FEATURES), dtype=np.float64)
         scores = np.empty(n, dtype=np.float64)
-        contrib = np.empty((n, len(self.model.cols)), dtype=np.float64)
-        keys = np.empty(n, dtype=np.int64)
-        st = self.state
         start = 0
         while True:
-            args = (*st.fold_state_args(), *cols, start, order, x, *self._margs, scores, contrib,
-                    keys, self.feature_sums, self._edges, self._fcounts, self._score_counts,
-                    self._score_sum)  # fmt: skip
+            fixed = self._fixed_args(n)
+            args = (*fixed, ck, tk, ts, amt, lab, start, scores)
             r = score_fused(*args)
             if r == n:
                 break
@@ -150,10 +176,10 @@ class ModelScorer:
                     f"feature batch: row {-r - 1} has a non-finite time or amount, or a time "
                     "outside 1970..2106"
                 )
-            st.ensure_room(float(cols[2].max()))
+            self.state.ensure_room(float(ts.max()))
             start = r
         self.scored += n
-        self._last_x = x
+        _, self._last_x, _, keys = self._ws
         dec = self._decode
         return ScoreBatch(scores=scores, reasons=[dec[k] for k in keys.tolist()])
 

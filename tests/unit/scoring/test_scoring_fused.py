@@ -89,9 +89,9 @@ def test_fused_kernel_equals_its_python_twin(trained) -> None:
         n = len(c)
         bufs = (np.empty(n, np.int64), np.empty((n, len(FEATURE_NAMES))))
         res = (np.empty(n), np.empty((n, len(cols))), np.empty(n, np.int64))
-        r = kern(*sc.state.fold_state_args(), c.card_key, c.terminal_key, c.ts_s, c.amount,
-                 c.label, 0, *bufs, *sc._margs, *res, sc.feature_sums, sc._edges,
-                 sc._fcounts, sc._score_counts, sc._score_sum)  # fmt: skip
+        r = kern(*sc.state.fold_state_args(), *sc._margs, sc.feature_sums, sc._edges,
+                 sc._fcounts, sc._score_counts, sc._score_sum, *bufs, *res[1:], c.card_key,
+                 c.terminal_key, c.ts_s, c.amount, c.label, 0, res[0])  # fmt: skip
         assert r == n
         out.append((res, sc.snapshot(), sc._score_counts.copy()))
     for a, b in zip(out[0][0], out[1][0], strict=True):
