@@ -213,11 +213,11 @@ _U = np.uint64  # unsigned indices: numba adds no negative-index wraparound code
 
 @numba.njit(cache=True, nogil=True)
 def _walk_trees(
-    xm: F64, i: int, nodes: npt.NDArray[Any], trees: npt.NDArray[np.int64], t0: int, t1: int,
-    leaf: F64, pc: F64, cur: npt.NDArray[np.uint64], act: npt.NDArray[np.uint64],
+    xm: F64, pc: F64, nodes: npt.NDArray[Any], trees: npt.NDArray[np.int64], t0: int, t1: int,
+    leaf: F64, cur: npt.NDArray[np.uint64], act: npt.NDArray[np.uint64],
 ) -> None:  # pragma: no cover - numba  # fmt: skip
-    """Row ``i`` through trees ``t0..t1-1`` in lockstep: ``leaf[t]`` = its leaf value in
-    tree ``t``; path contributions added into ``pc[i]``.
+    """One row (features ``xm``) through trees ``t0..t1-1`` in lockstep: ``leaf[t]`` =
+    its leaf value in tree ``t``; path contributions added into ``pc``.
 
     Each round advances every unfinished tree by one level. The child is
     picked by indexing the node's ``kid`` pair with the split outcome (a
@@ -239,9 +239,9 @@ def _walk_trees(
             node = cur[t]
             rec = nodes[node]
             f = _U(rec["feat"])
-            nxt = _U(rec["kid"][_U(xm[i, f] > rec["thr"])])
+            nxt = _U(rec["kid"][_U(xm[f] > rec["thr"])])
             # a leaf's kids are itself: it adds 0.0 to feature 0 (no effect)
-            pc[i, f] += nodes[nxt]["val"] - rec["val"]
+            pc[f] += nodes[nxt]["val"] - rec["val"]
             cur[t] = nxt
             act[k2] = t
             k2 += _U(nxt != node)
@@ -252,30 +252,32 @@ def _walk_trees(
 
 @numba.njit(cache=True, nogil=True)
 def _walk_rows(
-    xm: F64, n: int, nodes: npt.NDArray[Any], root: int, acc: F64, pc: F64,
+    xm: F64, pc: F64, nf: int, r0: int, r1: int, nodes: npt.NDArray[Any], root: int, acc: F64,
     cur: npt.NDArray[np.uint64], act: npt.NDArray[np.uint64],
 ) -> None:  # pragma: no cover - numba  # fmt: skip
-    """Rows ``0..n-1`` of ``xm`` through the tree at ``root`` in lockstep: ``acc[i]``
-    plus the row's leaf value, path contributions into ``pc`` (see :func:`_walk_trees`
-    for why there is no branch on the split outcome)."""
-    for i in range(n):
+    """Rows ``r0..r1-1`` (row ``i``'s features at ``xm[i * nf:]``, its contributions at
+    ``pc[i * nf:]``) through the tree at ``root`` in lockstep: ``acc[i]`` plus the row's
+    leaf value (see :func:`_walk_trees` for why there is no branch on the outcome)."""
+    m = _U(0)
+    for i in range(r0, r1):
         cur[i] = root
-        act[i] = i
-    m = _U(n)
+        act[m] = i
+        m += _U(1)
+    nfu = _U(nf)
     while m > _U(0):
         k2 = _U(0)
         for k in range(m):
             i = act[k]
             node = cur[i]
             rec = nodes[node]
-            f = _U(rec["feat"])
-            nxt = _U(rec["kid"][_U(xm[i, f] > rec["thr"])])
-            pc[i, f] += nodes[nxt]["val"] - rec["val"]
+            o = i * nfu + _U(rec["feat"])
+            nxt = _U(rec["kid"][_U(xm[o] > rec["thr"])])
+            pc[o] += nodes[nxt]["val"] - rec["val"]
             cur[i] = nxt
             act[k2] = i
             k2 += _U(nxt != node)
         m = k2
-    for i in range(n):
+    for i in range(r0, r1):
         acc[i] += nodes[cur[i]]["val"]
 
 
@@ -307,18 +309,18 @@ def forest_many(
     nf = cols.shape[0]
     n_parts = parts.shape[0]
     nt = trees.shape[0]
-    xm = np.empty((n, nf), dtype=nodes["thr"].dtype)
-    pc = np.empty((n, nf), dtype=np.float64)
+    # row i's model features at [i * nf, (i + 1) * nf): flat, one multiply per step
+    xm = np.empty(n * nf, dtype=nodes["thr"].dtype)
+    pc = np.empty(n * nf, dtype=np.float64)
     acc = np.empty(n, dtype=np.float64)
     small = n <= SMALL_BATCH
-    lanes = nt if small else min(n, BLOCK)
-    cur = np.empty(lanes, dtype=np.uint64)
-    act = np.empty(lanes, dtype=np.uint64)
+    cur = np.empty(nt if small else n, dtype=np.uint64)
+    act = np.empty(nt if small else min(n, BLOCK), dtype=np.uint64)
     leaf = np.empty(nt if small else 0, dtype=np.float64)
     for i in range(n):
         scores[i] = 0.0
         for f in range(nf):
-            xm[i, f] = x[i, cols[f]]
+            xm[i * nf + f] = x[i, cols[f]]
             contrib[i, f] = 0.0
     wsum = 0.0
     t_first = 0
@@ -330,23 +332,22 @@ def forest_many(
         for i in range(n):
             # gbm: start from the baseline, as scikit-learn adds trees to it in order
             acc[i] = base if agg == AGG_LOGIT_SUM else 0.0
-            for f in range(nf):
-                pc[i, f] = 0.0
+        pc[:] = 0.0
         if small:
             for i in range(n):
-                _walk_trees(xm, i, nodes, trees, t_first, t_end, leaf, pc, cur, act)
+                r0 = i * nf
+                xr = xm[r0 : r0 + nf]
+                pr = pc[r0 : r0 + nf]
+                _walk_trees(xr, pr, nodes, trees, t_first, t_end, leaf, cur, act)
                 a = acc[i]
                 for t in range(t_first, t_end):
                     a += leaf[t]
                 acc[i] = a
         else:
-            for b0 in range(0, n, BLOCK):
-                b1 = min(n, b0 + BLOCK)
-                xb = xm[b0:b1]
-                pb = pc[b0:b1]
-                ab = acc[b0:b1]
+            for r0 in range(0, n, BLOCK):
+                r1 = min(n, r0 + BLOCK)
                 for t in range(t_first, t_end):
-                    _walk_rows(xb, b1 - b0, nodes, trees[t], ab, pb, cur, act)
+                    _walk_rows(xm, pc, nf, r0, r1, nodes, trees[t], acc, cur, act)
         nt_p = t_end - t_first
         s0 = _sigmoid(base)
         for i in range(n):
@@ -363,7 +364,7 @@ def forest_many(
             scores[i] += w * s
             wk = w * k
             for f in range(nf):
-                contrib[i, f] += wk * pc[i, f]
+                contrib[i, f] += wk * pc[i * nf + f]
         wsum += w
         t_first = t_end
     for i in range(n):
