@@ -22,6 +22,7 @@ speed. See docs/operations.md, "Overload and long runs".
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import linecache
@@ -87,13 +88,18 @@ class MemTrace(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_ev.wait(self.interval_s):
-            self.report()
+            try:
+                self.report()
+            except OSError:  # cannot write the report: stop tracing, keep the node
+                return
 
     def stop(self) -> None:
+        """End the thread and write a last report; never raises (called while stopping)."""
         self.stop_ev.set()
         if self.is_alive():
             self.join(60)
-        self.report()
+        with contextlib.suppress(OSError):  # the report file went away: the node stops anyway
+            self.report()
 
     def report(self) -> None:
         """Take a snapshot and append one report line (the first one is the baseline)."""

@@ -1,4 +1,4 @@
-"""``fraudnet bench overload`` and ``fraudnet bench soak``: a node past its capacity, and for long.
+"""``fraudnet bench overload``: a node past its capacity (and the parts ``soak`` shares).
 
 ``overload`` (issue 10, item 3):
 
@@ -27,11 +27,8 @@ transactions ahead of the decisions (default 40,000, ~2.3 MiB per partition
 at ~230 B per message over 4 partitions): beyond that it waits, as a producer
 in front of a full broker would. ``producer_window_waits`` says how often.
 
-``soak`` runs the same node at a steady offered rate (default 1,000 tx/s on
-Kafka + 20 req/s on HTTP) for ``--minutes`` and reports RSS and descriptor
-counts over time with their slopes (MB per hour, fds per hour) over the run
-after its first fifth (start-up and JIT warm-up excluded), reconciled the
-same way.
+``fraudnet bench soak`` (:mod:`.soak`) runs the same node (:func:`bench_node`) at
+a steady rate for a long time.
 """
 
 from __future__ import annotations
@@ -51,7 +48,7 @@ import click
 
 from .pipeline import Reader, _train_model, _warm_up, pct, run_and_report, stream_phase
 
-__all__ = ["cli_overload", "cli_soak", "run_overload", "run_soak", "slope"]
+__all__ = ["Sampler", "bench_node", "cli_overload", "proc_sample", "run_overload", "slope"]
 
 
 def proc_sample(pid: int) -> tuple[float, int]:
@@ -188,13 +185,21 @@ async def http_retrying(
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}  # fmt: skip
 
 
-def _node_dir(workdir: Path, max_inflight: int) -> Path:
+def _node_dir(workdir: Path, max_inflight: int, keys: dict[str, str] | None = None) -> Path:
+    """``fraudnet node init`` + the bench's settings; ``keys`` replaces the value of each
+    named ``key = value`` line of the default node.toml (e.g. ``{"retention_days": "0.01"}``)."""
+    import re
+
     from fraudnet.testing import run_cli
 
     node_dir = workdir / "node"
     run_cli("node", "init", str(node_dir), "--member", "bench")
     toml = (node_dir / "node.toml").read_text().replace("# USD = 0.92", "USD = 0.92")
     toml = toml.replace("max_inflight = 256", f"max_inflight = {max_inflight}")
+    for key, value in (keys or {}).items():
+        toml, n = re.subn(rf"(?m)^{re.escape(key)} = \S+", f"{key} = {value}", toml)
+        if n != 1:
+            raise RuntimeError(f"bench: node.toml has {n} '{key} = ...' lines, expected 1")
     (node_dir / "node.toml").write_text(toml)
     return node_dir
 
@@ -266,15 +271,16 @@ class NodeRun:
 
 
 @contextmanager
-def bench_node(model: Path, workdir: Path, max_inflight: int, sample_s: float) -> Iterator[NodeRun]:
+def bench_node(model: Path, workdir: Path, max_inflight: int, sample_s: float,
+               keys: dict[str, str] | None = None) -> Iterator[NodeRun]:  # fmt: skip
     """Start a node, its RSS/fd sampler and a decisions reader; stop all three afterwards.
 
-    On leaving, ``stats`` holds the node's ``/v1/stats`` and ``exit_code`` its exit
-    status after SIGTERM.
+    ``keys``: node.toml values to set (see :func:`_node_dir`). On leaving, ``stats``
+    holds the node's ``/v1/stats`` and ``exit_code`` its exit status after SIGTERM.
     """
     from fraudnet.testing import running_node
 
-    node_dir = _node_dir(workdir, max_inflight)
+    node_dir = _node_dir(workdir, max_inflight, keys)
     with running_node(node_dir, "--model", str(model.resolve()), "--log-level", "warning") as ep:
         sampler = Sampler(ep["pid"], sample_s)
         sampler.start()
@@ -335,35 +341,6 @@ def run_overload(*, model: Path | None, capacity_seconds: float, factor: float, 
     }  # fmt: skip
 
 
-def run_soak(*, model: Path | None, minutes: float, rate: float, http_rate: float,
-             backlog: int, sample_s: float, workdir: Path) -> dict[str, Any]:  # fmt: skip
-    load0 = os.getloadavg()
-    model = model or _train_model(workdir)
-    with bench_node(model, workdir, 256, sample_s) as run:
-        run.sampler.phase = "soak"
-        soak, http = _stream_and_http(run.ep, run.reader, name="s", http_prefix="q", rate=rate,
-                                      seconds=minutes * 60, backlog=backlog, http_rate=http_rate,
-                                      give_up_s=120.0)  # fmt: skip
-    sampler = run.sampler
-    steady = sampler.summary("soak", skip_first=0.2)
-    return {
-        "minutes": minutes, "offered_tx_per_s": rate, "http_rate": http_rate,
-        "transactions": soak["decided"] + http.get("ok", 0),
-        "decided_tx_per_s": soak["tx_per_s"], "p50_ms": soak["p50_ms"], "p99_ms": soak["p99_ms"],
-        "rss_mb_per_hour": steady.get("rss_mb_per_hour"),
-        "fds_per_hour": steady.get("fds_per_hour"),
-        "memory": {"whole": sampler.summary("soak"), "after_first_fifth": steady},
-        "rss_timeline": [(round(t, 1), round(r, 1), f) for t, ph, r, f in sampler.samples
-                         if ph == "soak"][:: max(1, len(sampler.samples) // 60)],
-        "http": http,
-        "reconciled": _reconcile(run.stats, [soak], [http] if http else [], run.warm)
-        and run.exit_code == 0,
-        "node_exit_code": run.exit_code, "node_stats": run.stats,
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
-    }  # fmt: skip
-
-
 _model_opt = click.option(
     "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
     help="Model file (default: train an rf model on generated data first).")  # fmt: skip
@@ -411,25 +388,6 @@ def cli_overload(model: Path | None, capacity_seconds: float, factor: float, sec
           "overload_decided_tx_per_s", "http_503", "peak_rss_mb", "transactions", "reconciled"),
          "overload", model=model, capacity_seconds=capacity_seconds, factor=factor,
          seconds=seconds, http_rate=http_rate, max_inflight=max_inflight, backlog=backlog,
-         sample_s=sample_s)  # fmt: skip
-
-
-@click.command("soak")
-@_model_opt
-@click.option("--minutes", default=30.0, show_default=True)
-@click.option("--rate", default=1000.0, show_default=True, help="Offered Kafka tx/s.")
-@click.option("--http-rate", default=20.0, show_default=True, help="POST /v1/decide req/s.")
-@click.option("--backlog", default=40_000, show_default=True)
-@click.option("--sample-s", default=5.0, show_default=True)
-@_dir_opt
-@click.option("--json", "as_json", is_flag=True)
-def cli_soak(model: Path | None, minutes: float, rate: float, http_rate: float, backlog: int,
-             sample_s: float, workdir: Path | None, as_json: bool) -> None:  # fmt: skip
-    """A node at a steady rate for MINUTES: RSS and open-fd slopes, reconciled."""
-    run_and_report(run_soak, workdir, as_json,
-         ("minutes", "offered_tx_per_s", "decided_tx_per_s", "p99_ms", "rss_mb_per_hour",
-          "fds_per_hour", "transactions", "reconciled"),
-         "soak", model=model, minutes=minutes, rate=rate, http_rate=http_rate, backlog=backlog,
          sample_s=sample_s)  # fmt: skip
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fraudnet.bench.overload import Sampler, run_overload, run_soak, slope
+from fraudnet.bench.overload import Sampler, run_overload, slope
+from fraudnet.bench.soak import run_soak, window_summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -38,11 +39,30 @@ def test_overload_sheds_with_retry_after_and_loses_nothing(tmp_path: Path) -> No
 
 def test_short_soak_reconciles_and_reports_slopes(tmp_path: Path) -> None:
     res = run_soak(model=None, minutes=0.5, rate=500, http_rate=10, backlog=20_000,
-                   sample_s=0.5, workdir=tmp_path)  # fmt: skip
-    assert res["reconciled"]
+                   sample_s=0.5, workdir=tmp_path, dedup_retention_s=60, prune_interval_s=5,
+                   fill_phases=1)  # fmt: skip
+    assert res["reconciled"], res["fill_phases"]
     assert res["transactions"] >= 0.9 * 500 * 30
-    assert res["memory"]["after_first_fifth"]["samples"] > 10
-    assert isinstance(res["rss_mb_per_hour"], float)
+    assert res["fill_transactions"] > 0
+    assert res["memory"]["last_80pct"]["samples"] > 10
+    assert isinstance(res["rss_mb_per_hour"], float) and isinstance(res["net_mb_per_hour"], float)
+    # the accounted bytes: the prefilled quiet topics sit at the broker's cap, the de-dup
+    # filter is reported by the node
+    held = res["broker"]["held_at_end"]
+    assert held["fraudnet.tx-api"]["trimmed"] == held["fraudnet.tx-api"]["partitions"] == 4
+    assert held["fraudnet.tx-api"]["bytes"] >= 4 * 4 * 2**20
+    assert res["dedup_filter_at_end"]["bytes"] > 0 and res["dedup_filter_at_end"]["generations"] >= 1
+
+
+def test_window_summary_slopes_net_of_accounted_bytes() -> None:
+    # RSS grows 1 MB/s, all of it accounted (broker payload): net flat
+    rows = [(float(t), "soak", 100.0 + t, 40, 2.0, float(t), 1.0) for t in range(101)]
+    w = window_summary(rows, 0.5)
+    assert w["samples"] == 51 and w["rss_mb_first"] == 150.0
+    assert w["rss_mb_per_hour"] == pytest.approx(3600.0)
+    assert w["net_mb_per_hour"] == pytest.approx(0.0, abs=1e-6)
+    assert w["fds_per_hour"] == 0.0 and w["broker_payload_mb"] == [50.0, 100.0]
+    assert window_summary([]) == {"samples": 0}
 
 
 def test_slope_and_sampler_summary() -> None:
