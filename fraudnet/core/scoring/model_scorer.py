@@ -29,7 +29,7 @@ from ..features.network import NET_COLS
 from ..features.schema import N_FEATURES
 from ..features.state import FeatureState
 from ..records import TxColumns
-from .base import ScoreBatch
+from .base import ScoreBatch, score_batch
 from .compiled import CompiledModel
 from .fused import KIND_FOREST, KIND_LINEAR, SCORE_EDGES, reason_keys, score_fused
 from .modelfile import encode_model, model_id_of
@@ -181,7 +181,7 @@ class ModelScorer:
         self.scored += n
         _, self._last_x, _, keys = self._ws
         dec = self._decode
-        return ScoreBatch(scores=scores, reasons=[dec[k] for k in keys.tolist()])
+        return score_batch(scores, [dec[k] for k in keys.tolist()])
 
     @property
     def uses_network_features(self) -> bool:

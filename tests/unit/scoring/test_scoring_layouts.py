@@ -103,3 +103,17 @@ def test_scores_do_not_depend_on_batch_boundaries(forest, cuts) -> None:
         s, c = model.predict_many(xs[a:b])
         np.testing.assert_array_equal(s, whole_s[a:b])
         np.testing.assert_allclose(c, whole_c[a:b], rtol=0, atol=1e-12)
+
+
+def test_score_batch_fast_constructor_equals_the_dataclass() -> None:
+    import dataclasses
+
+    from fraudnet.core.scoring.base import ScoreBatch, score_batch
+
+    s = np.array([0.25, 0.5])
+    r = [("A",), ("LOW_RISK",)]
+    fast = score_batch(s, r)
+    assert type(fast) is ScoreBatch and fast == ScoreBatch(scores=s, reasons=r)
+    assert fast.scores is s and fast.reasons is r
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.scores = s  # type: ignore[misc]
