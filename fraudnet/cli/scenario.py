@@ -37,9 +37,15 @@ def cli() -> None:
               help="Directory for report.json and the PNG plots.")  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option(
+    "--model-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+    envvar="FRAUDNET_MODEL_CACHE", show_envvar=True,
+    help='Where a scorer = "trained" scenario keeps its fitted models, by content '
+    "(default ~/.cache/fraudnet/scenario-models).",
+)  # fmt: skip
 def run(
     file: Path, mode: str, sim: bool, seed: int | None, data: str | None, out: Path | None,
-    no_plots: bool, as_json: bool,
+    no_plots: bool, as_json: bool, model_cache: Path | None,
 ) -> None:  # fmt: skip
     """Run scenario FILE. Exit 0 when every expected outcome holds, 8 when one fails."""
     from fraudnet.replay.runner import run_scenario
@@ -47,9 +53,11 @@ def run(
 
     sc = load_scenario(file)
     modes = None if mode == "all" else (mode,)
+    cache = model_cache or Path.home() / ".cache" / "fraudnet" / "scenario-models"
     rep = run_scenario(
-        sc, modes=modes, sim=sim, seed=seed, data_path=data, out_dir=out, plots=not no_plots
-    )
+        sc, modes=modes, sim=sim, seed=seed, data_path=data, out_dir=out, plots=not no_plots,
+        model_cache=cache,
+    )  # fmt: skip
     if as_json:
         click.echo(json.dumps(rep, indent=2, sort_keys=True, default=str))
     else:
@@ -58,6 +66,8 @@ def run(
         for m, r in rep["modes"].items():
             parts = [f"{k}={_fmt(r.get(k))}" for k in _SUMMARY]
             click.echo(f"  [{m}] " + " ".join(parts))
+        if rep.get("gap_closed") is not None:
+            click.echo(f"  gap closed (network vs isolated -> central AP): {rep['gap_closed']:.3f}")
         for c in rep["expectations"]["checks"]:
             click.echo(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
         if out is not None:

@@ -107,7 +107,8 @@ class MemberEnv:
 
     network_id: str
     pubkeys: dict[str, bytes]
-    make_scorer: Callable[[], Scorer]
+    #: member name -> its scorer (each member may have its own model)
+    make_scorer: Callable[[str], Scorer]
     make_core: Callable[[str, Scorer], NodeCore]
     make_validator: Callable[[], Validator]
     make_policy: Callable[[], SignalPolicy]
@@ -117,6 +118,9 @@ class MemberEnv:
     redeliver: int
     checkpoint_us: int
     recorder: Recorder
+    #: also offer the transaction's terminal, with the scorer's local terminal score
+    #: (a scorer exposing ``terminal_scores``; else the card's local score)
+    signal_terminals: bool = False
 
 
 class CoreMember(HonestNode):
@@ -131,7 +135,7 @@ class CoreMember(HonestNode):
         self._key, self._chain_bytes = key, (chain.encode(), chain.anchor)
         self.env, self.network, self.skew, self.slow = env, network, skew_us, slow
         self.rec = env.recorder
-        self.scorer = env.make_scorer()
+        self.scorer = env.make_scorer(mid)
         self.core = env.make_core(mid, self.scorer)
         self.policy = env.make_policy()
         self.batcher = SignalBatcher(env.network_id, mid, flush_interval_us=env.flush_us)
@@ -149,6 +153,12 @@ class CoreMember(HonestNode):
         self._tail: deque[Replayed] = deque(maxlen=max(1, env.redeliver))
         self._checkpoints = checkpoints
         self._snap: bytes = self.scorer.snapshot()
+
+    def warm_up(self, fold: Callable[[Scorer], None]) -> None:
+        """Bring the scorer's state up to the replay's start (``fold`` feeds it the
+        member's history); the crash checkpoint starts from there."""
+        fold(self.scorer)
+        self._snap = self.scorer.snapshot()
 
     # -- clock skew: the member's view of time -------------------------------
     def _unskew(self, acts: list[Action]) -> list[Action]:
@@ -191,11 +201,17 @@ class CoreMember(HonestNode):
         self.decided.add(rec.tx_id)
         acts: list[Action] = []
         level, ev, local_score = "none", 0, float(d.score)
+        self.policy.note_transactions(1)  # before offering, as the node does
         if self.network and r.net_refs:
-            _, ps, _ = r.net_refs[0]
+            _, ps, term_ps = r.net_refs[0]
             self.rec.entity_card[ps] = rec.card
             own = self.net_features.pop_local_score(rec.tx_id)
-            acts += self._share(ps, d.score if own is None else own, d.reasons, rec.card, now_us)
+            card_score = d.score if own is None else own
+            acts += self._share(ps, card_score, d.reasons, rec.card, now_us)
+            if self.env.signal_terminals:
+                ts = getattr(self.scorer, "terminal_scores", None)
+                t_score = float(ts[-1]) if ts is not None and len(ts) else card_score
+                acts += self._offer("terminal", term_ps, t_score, d.reasons, now_us)
             lv = self.levels.get(ps)
             if lv is not None:
                 d, eff = apply_verdict(d, lv[0], window=lv[1], expires_at_us=lv[2], now_us=local)
@@ -203,7 +219,6 @@ class CoreMember(HonestNode):
                     level = lv[0]
                     self.rec.verdicts_applied += 1
             ev = self.evidence.query("card", ps, local).members
-        self.policy.note_transactions(1)
         self.rec.decisions.append((
             self.mid, rec.tx_id, rec.card, rec.label, local_score, float(d.score), d.outcome,
             rec.t_us, done, level, ev,
@@ -218,8 +233,15 @@ class CoreMember(HonestNode):
         if score >= self.env.attest_threshold:
             self.rec.flags.setdefault(card, {}).setdefault(self.mid, now_us)
             acts += self.flag(ps, local)
+        return acts + self._offer("card", ps, score, reasons, now_us)
+
+    def _offer(
+        self, kind: str, ps: bytes, score: float, reasons: tuple[str, ...], now_us: int
+    ) -> list[Action]:
+        local = now_us + self.skew
+        acts: list[Action] = []
         sig = self.policy.offer(
-            "card", ps, score, local, reasons=tuple(r.lower() for r in reasons), n_tx=1, n_alerts=1
+            kind, ps, score, local, reasons=tuple(r.lower() for r in reasons), n_tx=1, n_alerts=1
         )
         if sig is not None and self.batcher.offer(sig) and not self._flush_armed:
             due = self.batcher.due_at() or 0

@@ -39,7 +39,14 @@ from .scenario import Scenario
 from .simrun import RunResult
 from .sources import Dataset
 
-__all__ = ["check_expectations", "compare", "mode_report", "write_plots", "write_report"]
+__all__ = [
+    "check_expectations",
+    "compare",
+    "gap_closed",
+    "mode_report",
+    "write_plots",
+    "write_report",
+]
 
 S = 1_000_000
 
@@ -228,7 +235,7 @@ def check_expectations(
             f"network {ap.get('network')} vs isolated {ap.get('isolated')}",
         )
     if ex.min_gap_closed is not None:
-        gap = _gap_closed(ap)
+        gap = gap_closed(ap)
         add("min_gap_closed", gap is not None and gap >= ex.min_gap_closed,
             _fail("gap_closed", gap, f">= {ex.min_gap_closed}"))  # fmt: skip
     if ex.max_honest_drop is not None:
@@ -244,7 +251,9 @@ def check_expectations(
     return {"passed": all(c["passed"] for c in checks), "checks": checks}
 
 
-def _gap_closed(ap: dict[str, Any]) -> float | None:
+def gap_closed(ap: dict[str, Any]) -> float | None:
+    """Share of the isolated -> central AP gap network mode closed ((n - i) / (c - i));
+    None unless all three ran and central beats isolated."""
     n, i, c = ap.get("network"), ap.get("isolated"), ap.get("central")
     if n is None or i is None or c is None or c <= i:
         return None

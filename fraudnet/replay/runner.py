@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 from fraudnet.errors import ConfigError, UnavailableError
 
-from .report import check_expectations, mode_report, write_plots, write_report
+from .report import check_expectations, gap_closed, mode_report, write_plots, write_report
 from .scenario import MODES, Scenario
 from .simrun import RunResult, run_mode
 from .sources import Dataset, load_data
+from .trained import ModeModels, fit_mode_models
 
 __all__ = ["Backend", "ProcessBackend", "SimBackend", "run_scenario"]
 
@@ -38,8 +39,12 @@ class Backend(Protocol):
 class SimBackend:
     name = "simulation"
 
+    def __init__(self, models: dict[str, ModeModels] | None = None) -> None:
+        #: a trained scenario's models per mode (see :mod:`.trained`)
+        self.models = models or {}
+
     def run(self, sc: Scenario, mode: str, data: Dataset, seed: int) -> RunResult:
-        return run_mode(sc, mode, data, seed)
+        return run_mode(sc, mode, data, seed, self.models.get(mode))
 
 
 class ProcessBackend:
@@ -72,17 +77,34 @@ def run_scenario(
     data_path: str | None = None,
     out_dir: Path | None = None,
     plots: bool = True,
+    model_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``modes`` of ``sc`` and return the report (written to ``out_dir`` if given)."""
+    """Run ``modes`` of ``sc`` and return the report (written to ``out_dir`` if given).
+
+    A ``trained`` scenario fits its models per mode first (:mod:`.trained`),
+    cached under ``model_cache`` when given (else fitted on every run).
+    """
     modes = modes or sc.modes
     for m in modes:
         if m not in MODES:
             raise ConfigError(f"mode {m!r}: expected one of {', '.join(MODES)}")
-    backend: Backend = SimBackend() if sim else ProcessBackend(out_dir)
+    trained = sc.scoring.scorer == "trained"
+    if trained and not sim:
+        raise ConfigError(
+            f'{sc.path}: scorer = "trained" runs in simulation mode only (--sim); '
+            'real nodes take a model file (scorer = "model")'
+        )
     seed = sc.seed if seed is None else seed
     if data_path is None and sc.data.path and not Path(sc.data.path).is_absolute():
         data_path = str(Path(sc.path).parent / sc.data.path)  # relative to the scenario file
     data = load_data(sc.data, sc.network.members, seed, data_path)
+    models: dict[str, ModeModels] = {}
+    fit_s: dict[str, float] = {}
+    for m in modes if trained else ():
+        t = time.perf_counter()
+        models[m] = fit_mode_models(sc, m, data, model_cache)
+        fit_s[m] = round(time.perf_counter() - t, 3)
+    backend: Backend = SimBackend(models) if sim else ProcessBackend(out_dir)
     runs: dict[str, RunResult] = {}
     reports: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
@@ -97,6 +119,7 @@ def run_scenario(
         base_run = backend.run(base_sc, "network", data, seed)
         baseline = mode_report(base_run, data, base_sc)
     checks = check_expectations(sc, reports, baseline)
+    ap = {k: v.get("average_precision") for k, v in reports.items()}
     report: dict[str, Any] = {
         "scenario": sc.name,
         "file": sc.path,
@@ -109,7 +132,14 @@ def run_scenario(
         "modes": reports,
         "wall_seconds": timings,
         "expectations": checks,
+        "gap_closed": gap_closed(ap),
     }
+    if trained:
+        report["training"] = {
+            m: {**mm.info, "fit_seconds": fit_s[m], "models": sorted(
+                {d.meta.get("candidate", "?") for d in mm.deciders.values()})}
+            for m, mm in models.items()
+        }  # fmt: skip
     if not sim:
         report["faults_ignored"] = [f.kind for f in sc.faults if f.kind != "crash"]
         for r in reports.values():  # not measured on real processes (see processes.py)

@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -107,11 +108,24 @@ class ReplaySpec:
 
 @dataclass(frozen=True, slots=True)
 class ScoringSpec:
+    #: baseline (rules) | model (one file for every member) | trained (fitted per mode
+    #: from the scenario's own history: see fraudnet.replay.trained)
     scorer: str = "baseline"
     model: str | None = None
     review_at: float = 0.5
     block_at: float = 0.9
     amount_limit: float = 220.0
+    # trained: first training day (YYYY-MM-DD, UTC), period lengths, model
+    train_start: str | None = None
+    train_days: int = 7
+    delay_days: int = 7
+    candidate: str = "rf"
+    feature_set: str = "all"
+    #: network mode: every member decides with the consortium of all members' models
+    model_exchange: bool = True
+    #: training's stand-in for gossip delay (signal creation -> arrival elsewhere)
+    propagation_s: float = 1.0
+    jobs: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +251,17 @@ def _str(ctx: _Ctx, key: str, v: Any, choices: tuple[str, ...] | None = None) ->
     return s
 
 
+def _date(ctx: _Ctx, key: str, v: Any) -> str:
+    s = _str(ctx, key, v)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        raise ctx.fail(key, f"{s!r}: expected YYYY-MM-DD")
+    try:
+        date.fromisoformat(s)
+    except ValueError:
+        raise ctx.fail(key, f"{s!r} is not a calendar date") from None
+    return s
+
+
 def _bool(ctx: _Ctx, key: str, v: Any) -> bool:
     return bool(_want(ctx, key, v, bool, "true or false"))
 
@@ -315,11 +340,13 @@ def _data(ctx: _Ctx, raw: dict[str, Any]) -> DataSpec:
     kw = _fields(ctx, "data", raw, spec)
     d = DataSpec(**kw)
     if d.source == "generator":
-        bad = [k for k in ("path", "partition", "first_day", "limit") if k in raw]
+        bad = [k for k in ("path", "partition", "limit") if k in raw]
         if bad:
             raise ctx.fail(f"data.{bad[0]}", 'only for source = "csv"')
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d.start):
             raise ctx.fail("data.start", f"{d.start!r}: expected YYYY-MM-DD")
+        if d.first_day >= d.days:
+            raise ctx.fail("data.first_day", f"{d.first_day}: no day of {d.days} left to replay")
     return d
 
 
@@ -419,8 +446,16 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
         "redeliver": lambda k, v: _int(ctx, k, v, 0, 100_000),
     })  # fmt: skip
     sc = _fields(ctx, "scoring", top.get("scoring", {}), {
-        "scorer": lambda k, v: _str(ctx, k, v, ("baseline", "model")),
+        "scorer": lambda k, v: _str(ctx, k, v, ("baseline", "model", "trained")),
         "model": lambda k, v: _str(ctx, k, v),
+        "train_start": lambda k, v: _date(ctx, k, v),
+        "train_days": lambda k, v: _int(ctx, k, v, 1, 365),
+        "delay_days": lambda k, v: _int(ctx, k, v, 0, 365),
+        "candidate": lambda k, v: _str(ctx, k, v),
+        "feature_set": lambda k, v: _str(ctx, k, v),
+        "model_exchange": lambda k, v: _bool(ctx, k, v),
+        "propagation_s": lambda k, v: _num(ctx, k, v, 0, 3600),
+        "jobs": lambda k, v: _int(ctx, k, v, 1, 256),
         "review_at": lambda k, v: _num(ctx, k, v, 0, 1),
         "block_at": lambda k, v: _num(ctx, k, v, 0, 1),
         "amount_limit": lambda k, v: _num(ctx, k, v, 0),
@@ -428,6 +463,13 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
     scoring = ScoringSpec(**sc)
     if scoring.scorer == "model" and scoring.model is None:
         raise ctx.fail("scoring.model", 'scorer = "model" needs the model file\'s path')
+    if scoring.scorer == "trained" and scoring.train_start is None:
+        raise ctx.fail("scoring.train_start", 'scorer = "trained" needs train_start (YYYY-MM-DD)')
+    trained_only = ("train_start", "train_days", "delay_days", "candidate", "feature_set",
+                    "model_exchange", "propagation_s", "jobs")  # fmt: skip
+    stray = [k for k in trained_only if k in sc and scoring.scorer != "trained"]
+    if stray:
+        raise ctx.fail(f"scoring.{stray[0]}", 'only for scorer = "trained"')
     if scoring.review_at > scoring.block_at:
         raise ctx.fail("scoring.review_at", "must not exceed block_at")
     sg = _fields(ctx, "signals", top.get("signals", {}), {

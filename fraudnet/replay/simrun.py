@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fraudnet.core.consensus import Limits, VerdictPolicy
+from fraudnet.core.ids import key64
 from fraudnet.core.pipeline import NodeCore
+from fraudnet.core.records import Pseudonymiser, TxColumns, to_record
 from fraudnet.core.scoring.base import Scorer, Thresholds
 from fraudnet.core.signals import (
     EpochKey,
@@ -35,14 +39,15 @@ from fraudnet.core.signals import (
     ValidationConfig,
     Validator,
 )
-from fraudnet.core.transaction import Normaliser, Transaction
+from fraudnet.core.transaction import Transaction, parse_record
 from fraudnet.errors import ConfigError
 
 from .members import ByzantineMember, CoreMember, MemberEnv, Recorder, SybilNode
 from .scenario import Scenario
 from .sim import ByzantineNode, SimConfig, build_network
 from .simnet import LinkModel, NetStats, Partition, SimNet
-from .sources import Dataset, Replayed
+from .sources import Dataset, Replayed, normaliser
+from .trained import ModeModels, TrainedScorer, fit_mode_models
 
 __all__ = ["NETWORK_ID", "RunResult", "run_mode"]
 
@@ -70,23 +75,41 @@ class RunResult:
     horizon_us: int = 0
 
 
-def _scorer_factory(sc: Scenario) -> Any:
+def _scorer_factory(sc: Scenario, models: ModeModels | None) -> Callable[[str], Scorer]:
     if sc.scoring.scorer == "baseline":
         from fraudnet.core.scoring.baseline import BaselineScorer
 
-        return lambda: BaselineScorer(sc.scoring.amount_limit)
+        return lambda mid: BaselineScorer(sc.scoring.amount_limit)
+    if sc.scoring.scorer == "trained":
+        assert models is not None
+        mm = models
+        # a Byzantine member decides with its own model too; unknown names (none today)
+        # fall back to the first member's
+        first = next(iter(mm.deciders))
+        return lambda mid: TrainedScorer(
+            mm.deciders.get(mid, mm.deciders[first]), mm.signals.get(mid)
+        )
     from fraudnet.core.scoring.model_scorer import ModelScorer
     from fraudnet.training.modelio import load_model
 
     assert sc.scoring.model is not None
     model, model_id = load_model(sc.scoring.model)
-    return lambda: ModelScorer(model, model_id=model_id)
+    return lambda mid: ModelScorer(model, model_id=model_id)
 
 
-def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) -> RunResult:
-    """Simulate ``mode`` of scenario ``sc`` over ``data`` (see module docstring)."""
+def run_mode(
+    sc: Scenario, mode: str, data: Dataset, seed: int | None = None,
+    models: ModeModels | None = None,
+) -> RunResult:  # fmt: skip
+    """Simulate ``mode`` of scenario ``sc`` over ``data`` (see module docstring).
+
+    ``models``: a ``trained`` scenario's models of this mode
+    (:func:`.trained.fit_mode_models`; fitted here, uncached, when not given).
+    """
     if mode not in ("isolated", "network", "central"):
         raise ConfigError(f"mode {mode!r}: expected isolated, network or central")
+    if sc.scoring.scorer == "trained" and models is None:
+        models = fit_mode_models(sc, mode, data)
     seed = sc.seed if seed is None else seed
     nw = sc.network
     rng = random.Random(seed)
@@ -107,17 +130,19 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
         return ((e, card, term),)
 
     th = Thresholds(sc.scoring.review_at, sc.scoring.block_at)
-    make_scorer = _scorer_factory(sc)
+    make_scorer = _scorer_factory(sc, models)
+
+    def secret_of(mid: str) -> bytes:
+        return hashlib.sha256(f"fraudnet-sim-node/{seed}/{mid}".encode()).digest()
 
     def make_core(mid: str, scorer: Scorer) -> NodeCore:
-        secret = hashlib.sha256(f"fraudnet-sim-node/{seed}/{mid}".encode()).digest()
         return NodeCore(
             scorer,
-            secret,
+            secret_of(mid),
             thresholds=th,
             fields=data.fields,
             network_refs=refs,
-            normaliser=Normaliser(rates={"USD": 0.92}),
+            normaliser=normaliser(),
         )
 
     from fraudnet.core import crypto
@@ -135,7 +160,7 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
         ),
         attest_threshold=sg.attest_threshold, flush_us=sg.flush_ms * MS,
         service_us=int(sc.replay.service_ms * MS), redeliver=sc.replay.redeliver,
-        checkpoint_us=300 * S, recorder=rec,
+        checkpoint_us=300 * S, recorder=rec, signal_terminals=sc.scoring.scorer == "trained",
     )  # fmt: skip
     faults = sc.faults if mode == "network" else ()
     crash_members = {f.member for f in sc.faults if f.kind == "crash"}
@@ -180,6 +205,8 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
             )  # fmt: skip
         else:
             nodes[m] = core
+        if sc.scoring.scorer == "trained" and data.history is not None:
+            core.warm_up(partial(_warm, data, m, names, secret_of(m)))
         net.add(m, nodes[m])
     for j, f in enumerate(x for x in faults if x.kind == "sybil"):
         skey = Ed25519PrivateKey.from_private_bytes(
@@ -211,6 +238,40 @@ def run_mode(sc: Scenario, mode: str, data: Dataset, seed: int | None = None) ->
                 out.validator[k] = out.validator.get(k, 0) + v
             out.equivocators = sorted(set(out.equivocators) | core_m.tracker.equivocators())
     return out
+
+
+def _warm(data: Dataset, member: str, names: tuple[str, ...], secret: bytes, scorer: Any) -> None:
+    """Fold the history rows ``member`` received into its scorer's state, under the keys its
+    own core derives (same parser, normaliser and pseudonymiser), labels included."""
+    h = data.history
+    if h is None or not data.records or not hasattr(scorer, "fold_history"):
+        return
+    t = h.table
+    rows = np.arange(len(t)) if names == ("central",) else np.flatnonzero(
+        h.member == names.index(member)
+    )  # fmt: skip
+    if rows.size == 0:
+        return
+    fm, norm, pseudo = data.fields, normaliser(), Pseudonymiser(secret)
+    template = dict(data.records[0].raw)
+
+    def keys(field_name: str, kind: str, ids: Any, values: dict[int, str]) -> Any:
+        uniq, inv = np.unique(ids, return_inverse=True)
+        out = np.empty(len(uniq), dtype=np.uint64)
+        for j, v in enumerate(uniq.tolist()):
+            tx = parse_record({**template, field_name: values[v]}, fm, norm)
+            rec = to_record(tx, pseudo)
+            out[j] = key64(rec.card_ref if kind == "card" else rec.terminal_ref)
+        return out[inv]
+
+    cols = TxColumns(
+        card_key=keys(fm.card, "card", t.customer[rows], h.card_values),
+        terminal_key=keys(fm.terminal_id, "terminal", t.terminal[rows], h.terminal_values),
+        ts_s=np.ascontiguousarray(t.ts_s[rows]), amount=np.ascontiguousarray(t.amount[rows]),
+        mcc=np.full(rows.size, -1, dtype=np.int32), channel=np.full(rows.size, -1, dtype=np.int8),
+        label=np.ascontiguousarray(t.fraud[rows], dtype=np.int8),
+    )  # fmt: skip
+    scorer.fold_history(cols)
 
 
 def _ingest(node: Any, r: Replayed, now_us: int) -> Any:
