@@ -16,12 +16,15 @@ in the same process:
 * ``nodes_per_tx`` -- tree nodes visited per transaction (the work the
   traversal does), and the state's bytes per card / terminal;
 * ``single_cpu_ns`` / ``batch_cpu_ns_per_tx`` -- the same as thread CPU
-  time (on a shared machine wall time includes waiting for a core).
+  time (on a shared machine wall time includes waiting for a core);
+* ``load_avg_1m`` -- the 1-minute load average before and after the timed
+  part, and ``cpus``: on a shared machine, read the times against them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -128,6 +131,7 @@ def cli(
     for s in range(0, warm, 65536):
         scorer.features_many(_cols(table, s, min(s + 65536, warm)))
     scorer.score_many(_cols(table, warm, warm + 1))  # compile / warm caches
+    load0 = os.getloadavg()[0]
     pos = warm + 1
     singles, singles_cpu = [], []
     for _ in range(n_single):
@@ -160,6 +164,7 @@ def cli(
         t0 = time.perf_counter_ns()
         rf.predict_proba(xb)
         sk_batch.append((time.perf_counter_ns() - t0) / batch)
+    load1 = os.getloadavg()[0]
     nodes = int(model.nodes.shape[0])
     single_ns = float(statistics.median(singles))
     batch_ns = float(statistics.median(batches)) if batches else None
@@ -188,6 +193,8 @@ def cli(
         "bytes_per_terminal": config.bytes_per_terminal(),
         "rows": n,
         "data": data_path or f"synthetic:{rows}",
+        "load_avg_1m": [round(load0, 2), round(load1, 2)],
+        "cpus": os.cpu_count(),
     }
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))

@@ -18,3 +18,4 @@ def test_bench_score_prints_one_json_object_with_ratios() -> None:
         assert out[k] > 0
     assert out["speedup_single"] == out["sklearn_single_ns"] / out["single_ns"]
     assert out["kind"] == "forest" and out["trees"] == 100 and out["nodes_per_tx"] > 0
+    assert len(out["load_avg_1m"]) == 2 and out["cpus"] >= 1
