@@ -104,14 +104,15 @@ def _cache_key(sc: Scenario, mode: str, h: History) -> str:
     for a in (t.tx_id, t.ts_s, t.customer, t.terminal, t.amount, t.fraud, h.member):
         d.update(np.ascontiguousarray(a).tobytes())
     sp, sg = sc.scoring, sc.signals
-    opts = {
+    opts: dict[str, Any] = {
         "v": CACHE_VERSION, "sklearn": sklearn.__version__, "mode": mode,
         "members": sc.network.members, "train_start": sp.train_start,
         "train_days": sp.train_days, "delay_days": sp.delay_days, "candidate": sp.candidate,
-        "feature_set": sp.feature_set, "model_exchange": sp.model_exchange,
-        "propagation_s": sp.propagation_s, "threshold": sg.threshold, "budget": sg.budget,
-        "ttl_s": sg.ttl_s,
+        "feature_set": sp.feature_set,
     }  # fmt: skip
+    if mode == "network":  # only network mode's training reads the signal options
+        opts.update(model_exchange=sp.model_exchange, propagation_s=sp.propagation_s,
+                    threshold=sg.threshold, budget=sg.budget, ttl_s=sg.ttl_s)  # fmt: skip
     d.update(json.dumps(opts, sort_keys=True).encode())
     return d.hexdigest()
 
@@ -144,10 +145,7 @@ def _store(entry: Path, mm: ModeModels) -> None:
 
     def put(m: CompiledModel) -> str:
         if id(m) not in ids:
-            mid = model_id_of(encode_model(m))
-            if not (entry / f"{mid}.model").exists():
-                save_model(m, entry / f"{mid}.model")
-            ids[id(m)] = mid
+            ids[id(m)] = save_model(m, entry / f"{model_id_of(encode_model(m))}.model")
         return ids[id(m)]
 
     man = {
