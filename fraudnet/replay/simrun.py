@@ -75,7 +75,7 @@ class RunResult:
     horizon_us: int = 0
 
 
-def _scorer_factory(sc: Scenario, models: ModeModels | None) -> Callable[[str], Scorer]:
+def _scorer_factory(sc: Scenario, models: ModeModels | None = None) -> Callable[[str], Scorer]:
     if sc.scoring.scorer == "baseline":
         from fraudnet.core.scoring.baseline import BaselineScorer
 

@@ -56,7 +56,7 @@ model = "{path}"
 [expect]
 exactly_one_decision = true
 """)  # fmt: skip
-    scorer = _scorer_factory(sc)()
+    scorer = _scorer_factory(sc)("m00")
     assert scorer.model_id != BaselineScorer.model_id
     rep = run_scenario(sc)
     assert rep["expectations"]["passed"], rep["expectations"]
