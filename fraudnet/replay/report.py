@@ -4,8 +4,9 @@ Definitions (all over the transactions the mode decided):
 
 * ``average_precision``, ``auc_roc``, ``card_precision_at_100`` -- from
   :func:`fraudnet.training.protocol.metrics` on the final (post-verdict)
-  scores, every decided transaction counting (no train/test split: scenario
-  scorers are not trained on the replayed data).
+  scores, every decided transaction counting (scenario scorers are never
+  trained on the replayed days; unlike ``fraudnet evaluate``'s handbook test
+  set, cards whose fraud was already known are not dropped).
 * ``recall`` / ``precision`` -- an *alert* is an outcome of review or block.
 * ``detection_delay_*`` -- per fraudulent card, from its first fraudulent
   transaction to its first alert (at any member).
@@ -20,6 +21,9 @@ Definitions (all over the transactions the mode decided):
 * ``decision_*_ms`` -- arrival to decision; in simulation mode this is
   virtual time from the node's queueing model, not a wall-clock measurement.
 * ``propagation_*_ms`` -- signal envelope sent to accepted at another member.
+* ``signals_per_transaction`` -- signals sealed (cards and terminals) per decision.
+* ``gap_closed`` (report level) -- ``(AP_network - AP_isolated) / (AP_central -
+  AP_isolated)``, None unless all three modes ran and central beats isolated.
 * ``exactly_one_violations`` -- accepted transactions with no decision or
   more than one.
 """
@@ -161,6 +165,7 @@ def mode_report(res: RunResult, data: Dataset, sc: Scenario) -> dict[str, Any]:
     out["propagation_p99_ms"] = _pct(rec.signal_prop_us, 0.99)
     out["attestation_propagation_p99_ms"] = _pct(rec.attestation_prop_us, 0.99)
     out["signals_sent"] = rec.signals_sent
+    out["signals_per_transaction"] = rec.signals_sent / len(rows) if rows else None
     out["envelopes_sent"] = rec.envelopes_sent
     out["validator"] = {k: v for k, v in sorted(res.validator.items()) if v}
     out["equivocators"] = res.equivocators
