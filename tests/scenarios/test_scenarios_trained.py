@@ -177,3 +177,59 @@ def test_fdh_network_closes_half_the_gap(tmp_path: Path) -> None:
     assert ap["network"] > ap["isolated"]
     assert rep["gap_closed"] >= 0.5
     assert rep["expectations"]["passed"], rep["expectations"]
+
+
+def test_warm_up_gives_the_training_features(cache: Path) -> None:
+    """A member's warmed state computes, for the replayed records (through its own
+    parser, normaliser and pseudonymised keys), the feature rows training computes from
+    the history plus those records: the model sees in the replay what it learnt from."""
+    import numpy as np
+
+    from fraudnet.core.pipeline import DeadLetter, NodeCore
+    from fraudnet.core.records import columns
+    from fraudnet.core.transaction import parse_record
+    from fraudnet.replay.simrun import _warm
+    from fraudnet.replay.sources import normaliser
+    from fraudnet.replay.trained import TrainedScorer
+    from fraudnet.training.data import TxTable
+    from fraudnet.training.train import replay_features
+
+    sc = _sc()
+    data = load_data(sc.data, sc.network.members, sc.seed)
+    h = data.history
+    assert h is not None and len(h.table) > 1000
+    model = fit_mode_models(sc, "central", data, cache).deciders["central"]
+    secret = b"k" * 32
+    scorer = TrainedScorer(model)
+    _warm(data, "central", ("central",), secret, scorer)
+    core = NodeCore(scorer, secret, fields=data.fields, normaliser=normaliser())
+    first_day = [r for r in data.records if r.t_us < 12 * 3600 * 1_000_000][:300]
+    got = []
+    for r in first_day:
+        rec = core.admit_one(r.raw, source="t", location=r.tx_id, now_us=0)
+        assert not isinstance(rec, DeadLetter)
+        c = columns([rec])
+        got.append(scorer.state.fold_arrays(c.card_key, c.terminal_key, c.ts_s, c.amount,
+                                            c.label)[0].copy())  # fmt: skip
+    term_id = {v: k for k, v in h.terminal_values.items()}
+    norm = normaliser()
+    extra = [
+        (
+            (data.t0_us + r.t_us) / 1e6, r.card,
+            term_id.setdefault(str(r.raw["terminal_id"]), len(term_id)),
+            parse_record(r.raw, data.fields, norm).amount,
+        )
+        for r in first_day
+    ]  # fmt: skip
+    a = np.array(extra, dtype=np.float64)
+    t = h.table
+    full = TxTable(
+        tx_id=np.arange(len(t) + len(a), dtype=np.int64),
+        ts_s=np.concatenate([t.ts_s, a[:, 0]]),
+        customer=np.concatenate([t.customer, a[:, 1].astype(np.int64)]),
+        terminal=np.concatenate([t.terminal, a[:, 2].astype(np.int64)]),
+        amount=np.concatenate([t.amount, a[:, 3]]),
+        fraud=np.concatenate([t.fraud, np.full(len(a), -1, dtype=np.int8)]),
+    )
+    want = replay_features(full, model.feature_config)[len(t) :]
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-9, atol=1e-9)
