@@ -12,7 +12,14 @@ starts and a daemon thread that, every ``FRAUDNET_MEMTRACE_INTERVAL_S`` seconds
   (default 15) allocation sites, by traceback (``FRAUDNET_MEMTRACE_FRAMES``
   frames, default 8), whose held bytes grew most since the first report (taken
   one interval after start, past warm-up) and since the previous one;
-* ``objects_since_first``: the object types whose live count (``gc``) grew most.
+* ``objects_since_first``: the object types whose live count (``gc``) grew most;
+* with ``FRAUDNET_MEMTRACE_TRIM=1``, ``rss_after_trim_mb``: the RSS right after glibc's
+  ``malloc_trim(0)`` hands free heap pages back to the kernel. RSS that a trim removes
+  was freed memory the allocator kept (high-water marks, fragmentation), not live data;
+  a leak survives the trim.
+
+``FRAUDNET_MEMTRACE_FRAMES=0`` leaves tracemalloc off (no ``traced``/``top`` fields, no
+slowdown): RSS, the trim probe and object counts only.
 
 The names are no ``[section] key`` of the settings loader (``memtrace`` is no
 section), so the loader ignores them. Cost: tracemalloc with 8 frames slows
@@ -31,7 +38,7 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +73,23 @@ def _top(diff: list[tracemalloc.StatisticDiff], n: int) -> list[dict[str, Any]]:
     return out
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        fn = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if fn is None:
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    out: Callable[[int], int] = fn
+    return out
+
+
 def _type_counts() -> Counter[str]:
     return Counter(type(o).__qualname__ for o in gc.get_objects())
 
@@ -73,12 +97,14 @@ def _type_counts() -> Counter[str]:
 class MemTrace(threading.Thread):
     """The reporting thread; :meth:`stop` writes one last report and ends it."""
 
-    def __init__(self, path: Path, interval_s: float, *, frames: int = 8, top: int = 15) -> None:
+    def __init__(self, path: Path, interval_s: float, *, frames: int = 8, top: int = 15,
+                 trim: bool = False) -> None:  # fmt: skip
         super().__init__(daemon=True, name="fraudnet-memtrace")
         self.path = path
         self.interval_s = interval_s
         self.frames = frames
         self.top = top
+        self.trim = _malloc_trim() if trim else None
         self.stop_ev = threading.Event()
         self.reports = 0
         self._t0 = time.monotonic()
@@ -102,28 +128,36 @@ class MemTrace(threading.Thread):
             self.report()
 
     def report(self) -> None:
-        """Take a snapshot and append one report line (the first one is the baseline)."""
-        snap = tracemalloc.take_snapshot().filter_traces(_FILTERS)
-        traced, peak = tracemalloc.get_traced_memory()
+        """Append one report line (the first one is the baseline of the later ones)."""
         types = _type_counts()
         rss = rss_mb()
         row: dict[str, Any] = {
             "t_s": round(time.monotonic() - self._t0, 1), "rss_mb": round(rss, 1),
-            "traced_mb": round(traced / 2**20, 1), "traced_peak_mb": round(peak / 2**20, 1),
-            "native_mb": round(rss - traced / 2**20, 1),
-            # traced minus this tool's own snapshots and the import machinery
-            "app_traced_mb": round(sum(t.size for t in snap.traces) / 2**20, 1),
-            "tracemalloc_overhead_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 1),
             "gc_objects": sum(types.values()), "threads": threading.active_count(),
         }  # fmt: skip
-        if self._first is None or self._first_types is None:
+        if self.trim is not None:
+            self.trim(0)
+            row["rss_after_trim_mb"] = round(rss_mb(), 1)
+        snap = None
+        if tracemalloc.is_tracing():
+            snap = tracemalloc.take_snapshot().filter_traces(_FILTERS)
+            traced, peak = tracemalloc.get_traced_memory()
+            row.update({
+                "traced_mb": round(traced / 2**20, 1), "traced_peak_mb": round(peak / 2**20, 1),
+                "native_mb": round(rss - traced / 2**20, 1),
+                # traced minus this tool's own snapshots and the import machinery
+                "app_traced_mb": round(sum(t.size for t in snap.traces) / 2**20, 1),
+                "tracemalloc_overhead_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 1),
+            })  # fmt: skip
+        if self._first_types is None:
             self._first, self._first_types = snap, types
         else:
-            row["top_since_first"] = _top(snap.compare_to(self._first, "traceback"), self.top)
+            if snap is not None and self._first is not None:
+                row["top_since_first"] = _top(snap.compare_to(self._first, "traceback"), self.top)
             grown = Counter(types)
             grown.subtract(self._first_types)
             row["objects_since_first"] = dict(grown.most_common(self.top))
-        if self._prev is not None:
+        if snap is not None and self._prev is not None:
             row["top_since_prev"] = _top(snap.compare_to(self._prev, "traceback"), self.top)
         self._prev = snap
         with self.path.open("a", encoding="utf-8") as f:
@@ -145,15 +179,21 @@ def start_from_env(environ: Mapping[str, str] | None = None) -> MemTrace | None:
         top = int(env.get(f"{ENV}_TOP", "15"))
     except ValueError as e:
         raise ConfigError(f"{ENV}_*: {e}") from None
-    if not (interval > 0 and 1 <= frames <= 100 and top >= 1):
-        raise ConfigError(f"{ENV}_*: interval > 0 s, 1..100 frames and top >= 1 expected")
+    trim = env.get(f"{ENV}_TRIM", "0")
+    if not (interval > 0 and 0 <= frames <= 100 and top >= 1 and trim in ("0", "1")):
+        raise ConfigError(
+            f"{ENV}_*: interval > 0 s, 0..100 frames, top >= 1 and TRIM 0 or 1 expected"
+        )
+    if trim == "1" and _malloc_trim() is None:
+        raise ConfigError(f"{ENV}_TRIM=1: malloc_trim is not available (glibc only)")
     path = Path(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     except OSError as e:
         raise ConfigError(f"{ENV}={target}: cannot write the report ({e.strerror})") from None
-    tracemalloc.start(frames)
-    mt = MemTrace(path, interval, frames=frames, top=top)
+    if frames:
+        tracemalloc.start(frames)
+    mt = MemTrace(path, interval, frames=frames, top=top, trim=trim == "1")
     mt.start()
     return mt

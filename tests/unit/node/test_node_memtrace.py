@@ -19,7 +19,12 @@ def test_off_unless_the_variable_names_a_file() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [{f"{ENV}_INTERVAL_S": "soon"}, {f"{ENV}_INTERVAL_S": "0"}, {f"{ENV}_FRAMES": "0"}],
+    [
+        {f"{ENV}_INTERVAL_S": "soon"},
+        {f"{ENV}_INTERVAL_S": "0"},
+        {f"{ENV}_FRAMES": "-1"},
+        {f"{ENV}_TRIM": "yes"},
+    ],
 )
 def test_bad_settings_are_a_config_error(tmp_path: Path, extra: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=ENV):
@@ -46,3 +51,16 @@ def test_reports_the_site_that_grows(tmp_path: Path) -> None:
     assert top["kb_diff"] > 2500 and top["count_diff"] >= 3000
     assert any("test_node_memtrace.py" in w for w in top["where"])
     assert len(held) == 3000
+
+
+def test_without_tracemalloc_it_reports_rss_and_the_trim_probe(tmp_path: Path) -> None:
+    out = tmp_path / "m.jsonl"
+    env = {ENV: str(out), f"{ENV}_INTERVAL_S": "3600", f"{ENV}_FRAMES": "0", f"{ENV}_TRIM": "1"}
+    mt = start_from_env(env)
+    assert isinstance(mt, MemTrace) and not tracemalloc.is_tracing()
+    mt.report()
+    mt.stop()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    assert all(r["rss_after_trim_mb"] > 0 and "traced_mb" not in r for r in rows)
+    assert "objects_since_first" in rows[1] and "top_since_first" not in rows[1]
