@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "MemTrace", "rss_mb", "start_from_env"]
+__all__ = ["ENV", "TRIM_INTERVAL_S", "MemTrace", "heap_trimmer", "rss_mb", "start_from_env"]
 
 ENV = "FRAUDNET_MEMTRACE"
 _FILTERS = (
@@ -71,6 +71,24 @@ def _top(diff: list[tracemalloc.StatisticDiff], n: int) -> list[dict[str, Any]]:
             "where": [f"{f.filename}:{f.lineno}" for f in reversed(st.traceback)],
         })  # fmt: skip
     return out
+
+
+#: how often a node hands free heap memory back to the kernel (:func:`heap_trimmer`)
+TRIM_INTERVAL_S = 60.0
+
+
+def heap_trimmer() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` for a periodic timer, or None where there is none.
+
+    Why a node calls it: glibc keeps freed heap memory (its mmap threshold rises after
+    the first large free, so later multi-MB buffers -- a de-dup filter, a burst of
+    queued decisions or HTTP requests -- come from the heap and stay resident once
+    freed). RSS then climbs in steps with every new peak although live memory is
+    flat; a trim every minute lets RSS follow live memory (docs/operations.md,
+    section 7). It walks the heaps and takes each arena's lock briefly: call it
+    from a worker thread.
+    """
+    return _malloc_trim()
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

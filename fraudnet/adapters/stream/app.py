@@ -27,6 +27,7 @@ import faust
 
 from fraudnet.config import Settings
 
+from ..memtrace import TRIM_INTERVAL_S, heap_trimmer
 from ..runtime import NodeRuntime
 from .dedup_filter import generation_for
 from .snapshots import FeatureSnapshots
@@ -171,6 +172,13 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         if n or dropped:
             log.info("de-dup: %d ids older than the retention deleted, %d filters dropped",
                      n, dropped)  # fmt: skip
+
+    trim = heap_trimmer()
+    if trim is not None:  # glibc: freed heap memory goes back to the kernel (memtrace.py)
+
+        @app.timer(interval=TRIM_INTERVAL_S)  # type: ignore[untyped-decorator]
+        async def trim_heap() -> None:
+            await asyncio.to_thread(trim, 0)
 
     @app.agent(outputs.labels, name="labels")
     async def labels(stream: Any) -> None:
