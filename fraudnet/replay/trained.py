@@ -219,14 +219,7 @@ def _fit_network(
     train_days: int, delay_days: int, config: FeatureConfig, info: dict[str, Any],
 ) -> ModeModels:  # fmt: skip
     from fraudnet.training.combine import combine
-    from fraudnet.training.network import (
-        NetworkOptions,
-        emit_signals,
-        fit_network_model,
-        network_matrix,
-        signal_model,
-        with_network,
-    )
+    from fraudnet.training.network import NetworkOptions, fit_members
 
     sp, sg = sc.scoring, sc.signals
     opts = NetworkOptions(
@@ -234,39 +227,20 @@ def _fit_network(
         ttl_s=float(sg.ttl_s), terminal_signals=True, signal_scores="entity",
         model_exchange=sp.model_exchange,
     )  # fmt: skip
-    from_s = float(start) * DAY_S
-    signals: dict[str, tuple[CompiledModel, CompiledModel]] = {}
-    logs = []
-    for name, sub, x in zip(names, subs, xs, strict=True):
-        live = sub.ts_s >= from_s
-        pair = []
-        local = []
-        for prefix in ("CARD_", "TERM_"):
-            try:
-                m = signal_model(sub, x, start, train_days, delay_days, sp.candidate,
-                                 sp.feature_set, config, sp.jobs, prefix)  # fmt: skip
-            except InputError as e:
-                raise InputError(f"{sc.path}: member {name}: {e}") from None
-            s = np.full(len(sub), np.nan)
-            s[live], _ = m.predict_many(x[live])
-            pair.append(m)
-            local.append(s)
-        signals[name] = (pair[0], pair[1])
-        logs.append(emit_signals(sub, local[0], from_s, float(delay_days), opts, local[1]))
-    own: list[CompiledModel] = []
-    for k, (name, sub, x) in enumerate(zip(names, subs, xs, strict=True)):
-        received = [
-            (float(t) + opts.propagation_s, names[j], sig)
-            for j, lg in enumerate(logs) if j != k
-            for t, sig in zip(lg.created_s.tolist(), lg.signals, strict=True)
-        ]  # fmt: skip
-        xn = with_network(x, network_matrix(sub, name, received, from_s))
-        try:
-            m = fit_network_model(sub, xn, start, train_days, delay_days, sp.candidate,
-                                  sp.feature_set, config, sp.jobs)  # fmt: skip
-            own.append(m)
-        except InputError as e:
-            raise InputError(f"{sc.path}: member {name}: {e}") from None
+    try:
+        fitted = fit_members(
+            list(names), subs, xs, start_day=start, train_days=train_days,
+            delay_days=delay_days, cls=sp.candidate, fs=sp.feature_set, config=config,
+            jobs=sp.jobs, opts=opts,
+        )  # fmt: skip
+    except InputError as e:
+        raise InputError(f"{sc.path}: {e}") from None
+    signals: dict[str, tuple[CompiledModel, CompiledModel]] = {
+        name: (f.signal_models[0], f.signal_models[1])
+        for name, f in zip(names, fitted, strict=True)
+    }
+    own = [f.decision for f in fitted]
+    logs = [f.log for f in fitted]
     if sp.model_exchange:
         consortium = combine(own, meta={"scenario": sc.name})
         deciders = dict.fromkeys(names, consortium)

@@ -28,14 +28,7 @@ from fraudnet.errors import ConfigError
 
 from .combine import combine
 from .data import TxTable
-from .network import (
-    NetworkOptions,
-    emit_signals,
-    fit_network_model,
-    network_matrix,
-    signal_model,
-    with_network,
-)
+from .network import NetworkOptions, fit_members, with_network
 from .protocol import DAY_S, metrics, split
 from .train import choose, combo_key, feature_sets_of, replay_features, train, validate_combos
 
@@ -133,41 +126,25 @@ def _network(
     delay_days: int, cls: str, fs: str, config: FeatureConfig, jobs: int, opts: NetworkOptions,
 ) -> tuple[int, dict[str, Any]]:  # fmt: skip
     """Network mode (see fraudnet.training.network); fills ``score`` on test rows."""
-    from_s = float(start_day) * DAY_S
-    logs = []
-    prefixes = ("CARD_", "TERM_") if opts.signal_scores == "entity" else ("",)
-    for sub, x in zip(subs, xs, strict=True):
-        live = sub.ts_s >= from_s
-        local = []
-        for prefix in prefixes:
-            s_model = signal_model(sub, x, start_day, train_days, delay_days, cls, fs, config,
-                                   jobs, prefix)  # fmt: skip
-            sc = np.full(len(sub), np.nan)
-            sc[live], _ = s_model.predict_many(x[live])
-            local.append(sc)
-        logs.append(emit_signals(sub, local[0], from_s, float(delay_days), opts, local[-1]))
     members = [f"member-{k}" for k in range(len(subs))]
-    train_rows = 0
+    fitted = fit_members(
+        members, subs, xs, start_day=start_day, train_days=train_days, delay_days=delay_days,
+        cls=cls, fs=fs, config=config, jobs=jobs, opts=opts,
+    )  # fmt: skip
+    logs = [f.log for f in fitted]
+    train_rows = sum(
+        int(((sub.day >= start_day) & (sub.day < start_day + train_days)).sum()) for sub in subs
+    )
     neutral_score = np.full(len(table), np.nan)
     own_score = np.full(len(table), np.nan)
-    models, tests = [], []
-    for k, (p, sub, x) in enumerate(zip(parts, subs, xs, strict=True)):
-        received = [
-            (float(t) + opts.propagation_s, members[j], sig)
-            for j, lg in enumerate(logs) if j != k
-            for t, sig in zip(lg.created_s.tolist(), lg.signals, strict=True)
-        ]  # fmt: skip
-        xn = with_network(x, network_matrix(sub, members[k], received, from_s))
-        model = fit_network_model(sub, xn, start_day, train_days, delay_days, cls, fs, config,
-                                  jobs)  # fmt: skip
-        train_rows += int(((sub.day >= start_day) & (sub.day < start_day + train_days)).sum())
+    tests = []
+    for p, f in zip(parts, fitted, strict=True):
         tl = test[p]
-        s, _ = model.predict_many(xn[tl])
-        own_score[p[tl]] = s
-        models.append(model)
-        tests.append((p[tl], xn[tl]))
+        own_score[p[tl]], _ = f.decision.predict_many(f.x[tl])
+        tests.append((p[tl], f.x[tl]))
     # the consortium model: every member's decision model, equal weights (the models
     # are fitted before the test period, so sharing them adds no look-ahead)
+    models = [f.decision for f in fitted]
     deciders = [combine(models)] * len(models) if opts.model_exchange else models
     for decider, (rows, xt) in zip(deciders, tests, strict=True):
         score[rows], _ = decider.predict_many(xt)

@@ -53,8 +53,8 @@ from .convert import compile_sklearn
 from .data import TxTable
 from .train import FEATURE_SETS, decile_bins, fit, train
 
-__all__ = ["NetworkOptions", "SignalLog", "emit_signals", "fit_network_model",
-           "network_matrix", "pseudonym_of"]  # fmt: skip
+__all__ = ["MemberModels", "NetworkOptions", "SignalLog", "emit_signals", "fit_members",
+           "fit_network_model", "network_matrix", "pseudonym_of"]  # fmt: skip
 
 F64 = npt.NDArray[np.float64]
 US: Final = 1_000_000
@@ -271,4 +271,61 @@ def with_network(x: F64, net: F64) -> F64:
     """A copy of feature matrix ``x`` with its network columns set from ``net``."""
     out = x.copy()
     out[:, NET_COLS] = net
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MemberModels:
+    """What one member of a network replay fitted (see module docstring)."""
+
+    #: local-only signal models (card, terminal; or one transaction model)
+    signal_models: tuple[CompiledModel, ...]
+    #: the signals it sent, in creation order
+    log: SignalLog
+    #: its feature rows with the network columns it received filled in
+    x: F64
+    #: ``M_k``: its network-aware decision model (its own, before any exchange)
+    decision: CompiledModel
+
+
+def fit_members(
+    names: list[str], subs: list[TxTable], xs: list[F64], *, start_day: int, train_days: int,
+    delay_days: int, cls: str, fs: str, config: FeatureConfig, jobs: int, opts: NetworkOptions,
+) -> list[MemberModels]:  # fmt: skip
+    """Steps 2-5 of the module docstring for every member: signal models, signals through
+    each member's policy, network columns from the others' signals, decision models.
+    An :class:`InputError` names the member."""
+    from_s = float(start_day) * DAY_S
+    prefixes = ("CARD_", "TERM_") if opts.signal_scores == "entity" else ("",)
+    fitted: list[tuple[CompiledModel, ...]] = []
+    logs: list[SignalLog] = []
+    for name, sub, x in zip(names, subs, xs, strict=True):
+        live = sub.ts_s >= from_s
+        models, local = [], []
+        for prefix in prefixes:
+            try:
+                m = signal_model(sub, x, start_day, train_days, delay_days, cls, fs, config,
+                                 jobs, prefix)  # fmt: skip
+            except InputError as e:
+                raise InputError(f"member {name}: {e}") from None
+            sc = np.full(len(sub), np.nan)
+            sc[live], _ = m.predict_many(x[live])
+            models.append(m)
+            local.append(sc)
+        fitted.append(tuple(models))
+        logs.append(emit_signals(sub, local[0], from_s, float(delay_days), opts, local[-1]))
+    out = []
+    for k, (name, sub, x) in enumerate(zip(names, subs, xs, strict=True)):
+        received = [
+            (float(t) + opts.propagation_s, names[j], sig)
+            for j, lg in enumerate(logs) if j != k
+            for t, sig in zip(lg.created_s.tolist(), lg.signals, strict=True)
+        ]  # fmt: skip
+        xn = with_network(x, network_matrix(sub, name, received, from_s))
+        try:
+            model = fit_network_model(sub, xn, start_day, train_days, delay_days, cls, fs,
+                                      config, jobs)  # fmt: skip
+        except InputError as e:
+            raise InputError(f"member {name}: {e}") from None
+        out.append(MemberModels(fitted[k], logs[k], xn, model))
     return out
