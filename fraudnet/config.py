@@ -49,6 +49,10 @@ class NodeSettings:
     member: str = "member"
     #: log level: debug, info, warning, error
     log_level: str = "info"
+    #: every this many seconds hand freed heap memory back to the kernel (glibc
+    #: malloc_trim in a worker thread; keeps RSS following live memory, see
+    #: docs/operations.md); 0 = never
+    heap_trim_s: float = 60.0  # memtrace.TRIM_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,8 @@ def _validate(s: Settings) -> None:
         raise bad("dedup.retention_days", "must be 0.000694 (one minute)..3650")
     if not 1 <= s.dedup.prune_interval_s <= 86_400:
         raise bad("dedup.prune_interval_s", "must be 1..86400")
+    if not (s.node.heap_trim_s == 0 or 1 <= s.node.heap_trim_s <= 86_400):
+        raise bad("node.heap_trim_s", "must be 0 (off) or 1..86400")
     if s.node.log_level not in ("debug", "info", "warning", "error"):
         raise bad("node.log_level", "must be debug, info, warning or error")
     for cur, rate in s.currency.rates.items():

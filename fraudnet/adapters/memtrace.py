@@ -73,7 +73,8 @@ def _top(diff: list[tracemalloc.StatisticDiff], n: int) -> list[dict[str, Any]]:
     return out
 
 
-#: how often a node hands free heap memory back to the kernel (:func:`heap_trimmer`)
+#: the default of ``[node] heap_trim_s``: how often a node hands free heap memory back to
+#: the kernel (:func:`heap_trimmer`)
 TRIM_INTERVAL_S = 60.0
 
 

@@ -27,7 +27,7 @@ import faust
 
 from fraudnet.config import Settings
 
-from ..memtrace import TRIM_INTERVAL_S, heap_trimmer
+from ..memtrace import heap_trimmer
 from ..runtime import NodeRuntime
 from .dedup_filter import generation_for
 from .snapshots import FeatureSnapshots
@@ -173,10 +173,10 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
             log.info("de-dup: %d ids older than the retention deleted, %d filters dropped",
                      n, dropped)  # fmt: skip
 
-    trim = heap_trimmer()
+    trim = heap_trimmer() if settings.node.heap_trim_s > 0 else None
     if trim is not None:  # glibc: freed heap memory goes back to the kernel (memtrace.py)
 
-        @app.timer(interval=TRIM_INTERVAL_S)  # type: ignore[untyped-decorator]
+        @app.timer(interval=settings.node.heap_trim_s)  # type: ignore[untyped-decorator]
         async def trim_heap() -> None:
             await asyncio.to_thread(trim, 0)
 

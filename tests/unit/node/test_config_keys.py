@@ -40,6 +40,7 @@ def test_defaults_file_env_flags_precedence(tmp_path: Path) -> None:
         ("[ingest]\nbogus = 1\n", "unknown key(s) ['bogus']"),
         ("[ingest.fields]\ntxid = 'A'\n", "ingest.fields"),
         ("[api\n", "node.toml"),
+        ("[node]\nheap_trim_s = 0.5\n", "node.heap_trim_s"),
     ],
 )
 def test_bad_config_names_what_and_where(tmp_path: Path, toml: str, fragment: str) -> None:
@@ -83,3 +84,9 @@ def test_ingest_process_key(tmp_path: Path) -> None:
         load_settings(tmp_path, env={})
     (tmp_path / "node.toml").write_text("[ingest]\nprocess = true\n[p2p]\nlisten = '127.0.0.1:0'\n")
     assert not ingest_process_wanted(load_settings(tmp_path, env={}))
+
+
+def test_heap_trim_can_be_turned_off(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, env={}).node.heap_trim_s == 60.0
+    (tmp_path / "node.toml").write_text("[node]\nheap_trim_s = 0\n")
+    assert load_settings(tmp_path, env={}).node.heap_trim_s == 0.0
