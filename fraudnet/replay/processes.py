@@ -13,8 +13,14 @@ cards through the network keyring; each node's audit log is verified with
 
 Faults: ``crash`` is applied to real processes (SIGKILL at ``at_s``, records
 held, restart at ``until_s`` with the uncommitted tail re-sent, which the
-node must answer as duplicates). Limits (reported, not hidden): other
-faults are simulation-only (listed under ``faults_ignored``); only generator data (the
+node must answer as duplicates). ``partition`` (network mode) reconfigures
+the nodes: at ``at_s`` every node is stopped (SIGTERM) and restarted with only
+its own group's peers in ``[p2p] peers``, and the runner waits until no node
+is connected to a member outside its group; at ``until_s`` all are restarted
+with the full peer list and the mesh is awaited again. The replay goes on
+between the two (each node decides its own records throughout). Limits
+(reported, not hidden): other faults are simulation-only (listed under
+``faults_ignored``); only generator data (the
 default field layout) is supported; verdict timing, signal propagation and
 per-node message counts are not measured here (``None`` in the report);
 decision latency is the node's own ``latency_us`` (wall clock).
@@ -23,6 +29,7 @@ decision latency is the node's own ``latency_us`` (wall clock).
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 import time
 from collections import deque
@@ -40,6 +47,9 @@ from .sources import Dataset, Replayed
 __all__ = ["run_processes"]
 
 S = 1_000_000
+_PEERS = re.compile(r"^peers = \[.*\]$", re.M)
+_ADDR = re.compile(r'"(/ip4/[^"]+)"')
+_LISTEN = re.compile(r'^listen = "(/ip4/[^"]+)"$', re.M)
 
 
 def _metric(api: str, name: str) -> float:
@@ -69,6 +79,35 @@ def _prepare(root: Path, sc: Scenario, mode: str) -> list[Path]:
         toml = d / "node.toml"
         toml.write_text(toml.read_text().replace("# USD = 0.92", "USD = 0.92"))
     return dirs
+
+
+def _peer_lines(dirs: list[Path]) -> list[str]:
+    """Each node's ``peers = [...]`` line of ``node.toml`` as written by init_network."""
+    out = []
+    for d in dirs:
+        m = _PEERS.search((d / "node.toml").read_text())
+        if m is None:
+            raise UnavailableError(f"process mode: {d}/node.toml has no [p2p] peers line")
+        out.append(m.group(0))
+    return out
+
+
+def _set_peers(d: Path, line: str) -> None:
+    toml = d / "node.toml"
+    toml.write_text(_PEERS.sub(lambda _m: line, toml.read_text(), count=1))
+
+
+def _group_line(full: str, own: set[str]) -> str:
+    """``full`` keeping only the peers whose address is one of ``own`` (listen addresses)."""
+    keep = [a for a in _ADDR.findall(full) if a.rsplit("/p2p/", 1)[0] in own]
+    return "peers = [" + ", ".join(f'"{a}"' for a in keep) + "]"
+
+
+def _listen(d: Path) -> str:
+    m = _LISTEN.search((d / "node.toml").read_text())
+    if m is None:
+        raise UnavailableError(f"process mode: {d}/node.toml has no [p2p] listen address")
+    return m.group(1)
 
 
 def run_processes(
@@ -141,9 +180,66 @@ def run_processes(
                 recent[i].append(r)
             rec.restarts += 1
 
+        # partition faults (network mode): restart every node with its group's peers only,
+        # then, at the heal, with all of them (see module docstring)
+        parts = [
+            (int(f.at_s * S), int((f.until_s or 0) * S), f.groups)
+            for f in sc.faults if f.kind == "partition" and mode == "network" and len(eps) > 1
+        ]  # fmt: skip
+        full = _peer_lines(dirs) if parts else []
+
+        def connected(i: int) -> float:
+            return _metric(eps[i]["api"], "fraudnet_p2p_connected_members")
+
+        def reconfigure(lines: list[str], want: list[float]) -> None:
+            for i, line in enumerate(lines):
+                if i in down:
+                    continue
+                eps[i]["proc"].terminate()
+                eps[i]["proc"].wait(60)
+                _set_peers(dirs[i], line)
+            for i in range(len(eps)):
+                if i not in down:
+                    eps[i] = stack.enter_context(running_node(dirs[i]))
+                    sessions[i].headers["Authorization"] = f"Bearer {eps[i]['token']}"
+            live = [i for i in range(len(eps)) if i not in down]
+            wait_for(lambda: all(connected(i) == want[i] for i in live), 120,
+                     "the members' mesh to match the partition")  # fmt: skip
+            rec.restarts += len(live)
+
+        def split(groups: tuple[tuple[str, ...], ...]) -> None:
+            index = {m: k for k, m in enumerate(sc.network.names)}
+            group_of = {index[m]: {index[x] for x in g} for g in groups for m in g}
+            lines: list[str] = []
+            want: list[float] = []
+            for i in range(len(eps)):
+                mates = {_listen(dirs[j]) for j in group_of.get(i, {i}) if j != i}
+                lines.append(_group_line(full[i], mates))
+                want.append(float(len(mates)))
+            reconfigure(lines, want)
+            split_want[:] = want
+
+        def heal() -> None:
+            # the partition held to the end: no node found a member outside its group
+            leaked = [names[i] for i in range(len(eps))
+                      if i not in down and connected(i) != split_want[i]]  # fmt: skip
+            if leaked:
+                raise UnavailableError(f"process mode: the partition leaked at {leaked}")
+            reconfigure(full, [float(len(eps) - 1)] * len(eps))
+
+        split_want: list[float] = []
         t0 = time.monotonic()
         speed = sc.replay.speed
+        healing: list[int] = []
         for r in data.records:
+            for k, (at, until, groups) in enumerate(parts):
+                if k not in healing and at <= r.t_us < until:
+                    split(groups)
+                    healing.append(k)
+                elif k in healing and r.t_us >= until:
+                    heal()
+                    healing.remove(k)
+                    parts[k] = (at, -1, groups)  # done
             for i, until in list(down.items()):
                 if r.t_us >= until:
                     del down[i]
@@ -168,6 +264,8 @@ def run_processes(
         for i in list(down):
             del down[i]
             restart(i)
+        if healing:  # the records ended inside a partition: heal before the checks
+            heal()
         if (
             mode == "network"
         ):  # let attestations settle: bounded wait for the stores to stop growing

@@ -9,8 +9,9 @@ checks, ``report.json`` and plots:
 * :class:`ProcessBackend` -- real ``fraudnet node run`` processes on
   127.0.0.x (:mod:`.processes`): nodes from :mod:`fraudnet.testing`'s
   network helpers, fed through ``POST /v1/decide``; decisions, block
-  verdicts (verdict stores) and audit-log verification collected. Faults are
-  simulation-only: they are listed under ``faults_ignored``.
+  verdicts (verdict stores) and audit-log verification collected. ``crash``
+  and (network mode) ``partition`` faults are applied to the processes; the
+  other faults are simulation-only: they are listed under ``faults_ignored``.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def run_scenario(
             for m, mm in models.items()
         }  # fmt: skip
     if not sim:
-        report["faults_ignored"] = [f.kind for f in sc.faults if f.kind != "crash"]
+        # applied on real processes: crash (any mode), partition (network mode)
+        report["faults_ignored"] = [f.kind for f in sc.faults
+                                    if f.kind not in ("crash", "partition")]  # fmt: skip
         for r in reports.values():  # not measured on real processes (see processes.py)
             for k in ("verdict_delay_p50_s", "verdict_delay_p99_s", "propagation_p50_ms",
                       "propagation_p99_ms", "attestation_propagation_p99_ms"):  # fmt: skip

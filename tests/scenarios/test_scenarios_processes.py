@@ -53,3 +53,45 @@ def test_four_node_processes_block_attacked_cards_through_a_crash(tmp_path: Path
     assert net["audit_logs_verified"] is True  # including the SIGKILLed node's log
     assert net["restarts"] == 1 and net["duplicates_absorbed"] >= 1
     assert net["latency_is_virtual"] is False and net["verdict_delay_p50_s"] is None
+
+
+PARTITION = """
+[scenario]
+name = "proc-partition"
+seed = 6
+modes = ["network"]
+[network]
+members = 4
+f = 1
+[data]
+customers = 60
+terminals = 120
+days = 1
+compromised_customers_per_day = 0
+attacks = [{ kind = "compromised_card", day = 0, count = 5, members = 4, tx_per_card = 8, duration_s = 600, at_s = 30000 }]
+[[faults]]
+kind = "partition"
+at_s = 29000
+until_s = 30300
+groups = [["m00", "m01"], ["m02", "m03"]]
+[expect]
+max_false_block_verdicts = 0
+exactly_one_decision = true
+"""
+
+
+def test_partition_and_heal_on_node_processes_keep_exactly_once_and_audit_logs(
+    tmp_path: Path,
+) -> None:
+    """Each node restarted with its group's peers only (the runner waits until no node
+    is connected across groups), then healed: every accepted transaction has exactly one
+    decision and every audit log verifies afterwards."""
+    sc = parse_scenario(PARTITION, "proc-partition.toml")
+    rep = run_scenario(sc, sim=False, out_dir=tmp_path, plots=False)
+    net = rep["modes"]["network"]
+    assert rep["faults_ignored"] == []
+    failed = [c for c in rep["expectations"]["checks"] if not c["passed"]]
+    assert not failed, failed
+    assert net["decisions"] == net["accepted"] == rep["transactions"]
+    assert net["audit_logs_verified"] is True
+    assert net["restarts"] == 8  # four nodes at the split, four at the heal
