@@ -11,10 +11,8 @@ from fraudnet.replay.scenario import parse_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = """
-[scenario]
-name = "proc-small"
-seed = 5
+#: four members, one day, five cards attacked at all of them from 30,000 s on
+NETWORK = """
 modes = ["network"]
 [network]
 members = 4
@@ -25,6 +23,16 @@ terminals = 120
 days = 1
 compromised_customers_per_day = 0
 attacks = [{ kind = "compromised_card", day = 0, count = 5, members = 4, tx_per_card = 8, duration_s = 600, at_s = 30000 }]
+"""
+
+SMALL = (
+    """
+[scenario]
+name = "proc-small"
+seed = 5
+"""
+    + NETWORK
+    + """
 [[faults]]
 kind = "clock_skew"
 member = "m01"
@@ -39,6 +47,7 @@ max_false_block_verdicts = 0
 exactly_one_decision = true
 min_attack_liveness = 0.8
 """
+)
 
 
 def test_four_node_processes_block_attacked_cards_through_a_crash(tmp_path: Path) -> None:
@@ -55,20 +64,14 @@ def test_four_node_processes_block_attacked_cards_through_a_crash(tmp_path: Path
     assert net["latency_is_virtual"] is False and net["verdict_delay_p50_s"] is None
 
 
-PARTITION = """
+PARTITION = (
+    """
 [scenario]
 name = "proc-partition"
 seed = 6
-modes = ["network"]
-[network]
-members = 4
-f = 1
-[data]
-customers = 60
-terminals = 120
-days = 1
-compromised_customers_per_day = 0
-attacks = [{ kind = "compromised_card", day = 0, count = 5, members = 4, tx_per_card = 8, duration_s = 600, at_s = 30000 }]
+"""
+    + NETWORK
+    + """
 [[faults]]
 kind = "partition"
 at_s = 29000
@@ -78,6 +81,7 @@ groups = [["m00", "m01"], ["m02", "m03"]]
 max_false_block_verdicts = 0
 exactly_one_decision = true
 """
+)
 
 
 def test_partition_and_heal_on_node_processes_keep_exactly_once_and_audit_logs(
