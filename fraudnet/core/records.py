@@ -254,7 +254,7 @@ class Decision:
                 latency_us=int(d["latency_us"]),
                 label=d.get("label"),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # inf -> int: Overflow
             raise InputError(f"decision record: {e}") from None
 
 

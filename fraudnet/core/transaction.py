@@ -39,6 +39,9 @@ __all__ = [
 
 MAX_ID_LEN: Final = 64
 MAX_AMOUNT_MINOR: Final = 10**13  # 100 billion major units: anything above is an error
+#: a decimal amount whose leading digit is beyond 10**this is refused before it is scaled
+#: to minor units (the exact MAX_AMOUNT_MINOR check follows for the rest)
+MAX_AMOUNT_DIGITS: Final = 15
 #: accepted range of transaction time: 2000-01-01 .. 2100-01-01 (µs since the epoch)
 MIN_TS_US: Final = 946_684_800_000_000
 MAX_TS_US: Final = 4_102_444_800_000_000
@@ -344,6 +347,13 @@ def _amount_minor(rec: Mapping[str, Any], fm: FieldMap, exp: int) -> int:
             ) from None
         if not d.is_finite() or d < 0:
             raise TransactionError(f"must be a non-negative amount, got {raw!r}", field=fm.amount)
+        if d and d.adjusted() > MAX_AMOUNT_DIGITS:  # before scaling: 1e999999999 overflows
+            raise TransactionError("amount too large", field=fm.amount)
+        if d and d.adjusted() < -exp:  # below one minor unit (and 1e-99999999 would underflow)
+            raise TransactionError(
+                f"more than {exp} decimal places for this currency: {str(raw)[:20]!r}",
+                field=fm.amount,
+            )
         scaled = d.scaleb(exp)
         if scaled != scaled.to_integral_value():
             raise TransactionError(

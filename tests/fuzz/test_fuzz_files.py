@@ -191,6 +191,15 @@ def test_model_header_nested_too_deeply_is_a_model_error() -> None:
         decode_model(b"FNMD" + struct.pack("<I", len(head)) + head)
 
 
+def test_model_array_entry_of_infinite_length_is_a_model_error() -> None:
+    # found by the long pass: JSON allows Infinity, and int(inf) raised OverflowError
+    head = json.dumps({"meta": {}, "arrays": [{"name": "feature", "dtype": "<i4",
+                                               "shape": [1], "offset": 0,
+                                               "length": float("inf")}]}).encode()  # fmt: skip
+    with pytest.raises(ModelError, match="corrupt array entry"):
+        decode_model(b"FNMD" + struct.pack("<I", len(head)) + head + b"\0" * 8)
+
+
 # -- p2p state and key files ------------------------------------------------------------
 
 _STATE_DIR = scratch_dir("fraudnet-fuzz-p2p-")

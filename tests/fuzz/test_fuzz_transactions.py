@@ -277,3 +277,24 @@ def test_http_body_too_deep_is_a_400_and_a_too_deep_line_is_dead_lettered() -> N
         _split_records(b"[" * 50_000)  # the API answers 400 with this message
     items = _split_records(b"{" + b'"a":{' * 30_000 + b"\n" + json.dumps(RECORDS[0]).encode())
     assert "not valid JSON" in items[0][1].reason and items[1][1]["tx_id"] == "t-1"
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [("12.1e99999950", "too large"), ("1e-99999999", "decimal places"), ("1e20", "too large")],
+)
+def test_amounts_with_extreme_exponents_are_transaction_errors(amount: str, why: str) -> None:
+    # found by the long pass: Decimal.scaleb overflowed (decimal.Overflow, an HTTP 500)
+    raw = {"tx_id": "t", "timestamp": "2024-03-01T12:00:00Z", "card": "4111111111111111",
+           "terminal_id": "T", "amount": amount, "currency": "EUR"}  # fmt: skip
+    with pytest.raises(TransactionError, match=why):
+        parse_record(raw)
+
+
+def test_decision_record_with_an_infinite_time_is_an_input_error() -> None:
+    # found by the long pass: int(inf) raised OverflowError out of decode_decisions
+    d = {"tx_id": "t-1", "card": "01" * 16, "outcome": "review", "score": 0.5,
+         "reasons": ["velocity"], "model_id": "m", "ts_us": float("inf"),
+         "decided_at_us": 2, "latency_us": 3, "label": None}  # fmt: skip
+    with pytest.raises(InputError, match="decision record"):
+        decode_decisions(pack([d]))

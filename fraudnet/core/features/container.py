@@ -82,7 +82,7 @@ def unpack(
         try:
             name, dts, shape = str(ent["name"]), str(ent["dtype"]), [int(x) for x in ent["shape"]]
             off, length = int(ent["offset"]), int(ent["length"])
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:  # JSON Infinity
             raise bad(f"corrupt array entry ({err})") from None
         if dts not in _DTYPES:
             raise bad(f"array {name!r}: dtype {dts!r} not allowed")
