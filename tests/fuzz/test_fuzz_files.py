@@ -327,6 +327,27 @@ def test_a_pem_key_of_an_unknown_algorithm_is_a_key_file_error() -> None:
         load_node_key(_KEY_DIR)
 
 
+def test_openssl_internal_error_on_a_damaged_key_is_a_key_file_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # found by the long pass: after some damaged keys OpenSSL's error queue made
+    # cryptography raise InternalError (not ValueError) for the next damaged key
+    from cryptography.exceptions import InternalError
+    from cryptography.hazmat.primitives import serialization
+
+    from fraudnet.adapters.storage.keys import load_node_key
+
+    def refuse(data: bytes, password: bytes | None) -> None:
+        raise InternalError("Unknown OpenSSL error", [])
+
+    path = _KEY_DIR / "node.key"
+    path.write_bytes(KEY_SEEDS[0])
+    path.chmod(0o600)
+    monkeypatch.setattr(serialization, "load_pem_private_key", refuse)
+    with pytest.raises(KeyFileError, match="not a PEM private key"):
+        load_node_key(_KEY_DIR)
+
+
 def test_a_linear_model_that_could_score_nan_is_refused_and_the_kernel_fails_closed() -> None:
     """Fuzz finding: a linear model with huge finite parameters scored NaN (no threshold
     blocks NaN). Such a file is now refused, and a NaN logit scores 1.0 (fail closed)."""

@@ -20,7 +20,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -83,7 +83,9 @@ def load_node_key(node_dir: Path) -> Ed25519PrivateKey:
     data = read_secret_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. a PKCS#8 key of unknown type
+    # e.g. a PKCS#8 key of unknown type; InternalError: OpenSSL refusing damaged DER in a
+    # way cryptography does not map (found by the long fuzz pass)
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError):
         raise KeyFileError(f"{path}: not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
