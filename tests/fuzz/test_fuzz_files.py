@@ -327,6 +327,19 @@ def test_a_pem_key_of_an_unknown_algorithm_is_a_key_file_error() -> None:
         load_node_key(_KEY_DIR)
 
 
+def test_a_forest_leaf_value_outside_0_1_is_refused() -> None:
+    # found by the long pass: a forest file whose value array held 4.2e180 was accepted
+    # and scored 1.4e180
+    model = decode_model(MODELS[0])
+    assert model.kind == "forest"
+    arrays = dict(model.arrays)
+    arrays["value"] = arrays["value"].copy()
+    arrays["value"][-1] = 4.2e180
+    with pytest.raises(ModelError, match=r"probabilities in \[0, 1\]"):
+        type(model)(kind="forest", feature_names=model.feature_names, arrays=arrays,
+                    feature_config=model.feature_config)  # fmt: skip
+
+
 def test_openssl_internal_error_on_a_damaged_key_is_a_key_file_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -106,6 +106,9 @@ _PART_ARRAYS: Final = {"tree_part": np.int32, "part_agg": np.int32, "part_base":
 _LINEAR_ARRAYS: Final = {"coef": np.float64, "mean": np.float64, "scale": np.float64,
                          "intercept": np.float64}  # fmt: skip
 MAX_PARTS: Final = 16
+#: bound on a gradient-boosting leaf's logit contribution: fitted models stay orders of
+#: magnitude below; beyond it the summed logits could overflow to inf - inf
+MAX_LEAF_LOGIT: Final = 1e6
 
 
 def f32_equivalent_threshold(thr: F64) -> F64:
@@ -504,6 +507,19 @@ class CompiledModel:
             raise ModelError("model: non-finite tree values")
         if self.kind == "blend":
             self._validate_parts(roots.shape[0])
+            agg = self.arrays["part_agg"][self.arrays["tree_part"][tree_of]]
+        else:
+            agg = np.full(n, AGG_LOGIT_SUM if self.kind == "gbm" else AGG_MEAN)
+        # leaf values: probabilities where a part averages them, bounded logits where it
+        # sums them, so every accepted model scores in [0, 1] (a damaged file with a
+        # forest value of 1e180 scored 1e180: found by the long fuzz pass)
+        value = arr["value"]
+        mean = agg == AGG_MEAN
+        if ((value[mean] < 0.0) | (value[mean] > 1.0)).any():
+            raise ModelError("model: forest node values must be probabilities in [0, 1]")
+        if (np.abs(value[~mean]) > MAX_LEAF_LOGIT).any():
+            raise ModelError(f"model: gradient-boosting leaf values must be within "
+                             f"+-{MAX_LEAF_LOGIT:g}")  # fmt: skip
 
     def _validate_parts(self, n_trees: int) -> None:
         a = self.arrays
