@@ -100,17 +100,20 @@ class Sampler(threading.Thread):
             rows = [s for s in rows if s[0] >= t_start]
         if not rows:
             return {"samples": 0}
-        ts = [r[0] for r in rows]
-        rss = [r[2] for r in rows]
-        fds = [float(r[3]) for r in rows]
-        return {
-            "samples": len(rows), "seconds": round(ts[-1] - ts[0], 1),
-            "rss_mb_first": round(rss[0], 1), "rss_mb_last": round(rss[-1], 1),
-            "rss_mb_max": round(max(rss), 1),
-            "rss_mb_per_hour": round(slope(ts, rss) * 3600, 2),
-            "fds_first": int(fds[0]), "fds_last": int(fds[-1]), "fds_max": int(max(fds)),
-            "fds_per_hour": round(slope(ts, fds) * 3600, 2),
-        }  # fmt: skip
+        return rss_fd_summary([r[0] for r in rows], [r[2] for r in rows],
+                              [float(r[3]) for r in rows])  # fmt: skip
+
+
+def rss_fd_summary(ts: list[float], rss: list[float], fds: list[float]) -> dict[str, Any]:
+    """First/last/max and slope per hour of RSS (MB) and open descriptors (non-empty)."""
+    return {
+        "samples": len(ts), "seconds": round(ts[-1] - ts[0], 1),
+        "rss_mb_first": round(rss[0], 1), "rss_mb_last": round(rss[-1], 1),
+        "rss_mb_max": round(max(rss), 1),
+        "rss_mb_per_hour": round(slope(ts, rss) * 3600, 2),
+        "fds_first": int(fds[0]), "fds_last": int(fds[-1]), "fds_max": int(max(fds)),
+        "fds_per_hour": round(slope(ts, fds) * 3600, 2),
+    }  # fmt: skip
 
 
 async def http_retrying(

@@ -43,7 +43,14 @@ from typing import Any
 
 import click
 
-from .overload import _reconcile, _stream_and_http, bench_node, proc_sample, slope
+from .overload import (
+    _reconcile,
+    _stream_and_http,
+    bench_node,
+    proc_sample,
+    rss_fd_summary,
+    slope,
+)
 from .pipeline import _train_model, run_and_report, stream_phase
 
 __all__ = ["BrokerGauge", "cli", "run_soak", "window_summary"]
@@ -188,16 +195,11 @@ def window_summary(rows: list[tuple[float, str, float, int, float, float, float]
     net = [r[2] - r[4] - r[5] for r in w]
     fds = [float(r[3]) for r in w]
     return {
-        "samples": len(w), "seconds": round(ts[-1] - ts[0], 1),
-        "rss_mb_first": round(rss[0], 1), "rss_mb_last": round(rss[-1], 1),
-        "rss_mb_max": round(max(rss), 1),
-        "rss_mb_per_hour": round(slope(ts, rss) * 3600, 2),
+        **rss_fd_summary(ts, rss, fds),
         "net_mb_first": round(net[0], 1), "net_mb_last": round(net[-1], 1),
         "net_mb_per_hour": round(slope(ts, net) * 3600, 2),
         "dedup_filter_mb": [round(w[0][4], 2), round(w[-1][4], 2)],
         "broker_payload_mb": [round(w[0][5], 1), round(w[-1][5], 1)],
-        "fds_first": int(fds[0]), "fds_last": int(fds[-1]), "fds_max": int(max(fds)),
-        "fds_per_hour": round(slope(ts, fds) * 3600, 2),
         "loadavg_1m": [round(min(r[6] for r in w), 2), round(max(r[6] for r in w), 2)],
     }  # fmt: skip
 
