@@ -226,6 +226,8 @@ def build_node(settings: Settings) -> Node:
     runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)
     names = app.fraudnet_topics
+    if broker is not None:
+        broker.create_topics(dataclasses.astuple(names))
     ingest: IngestService | IngestProcess
     if ingest_process_wanted(settings):
         ingest = IngestProcess(runtime, node_dir=node_dir, bootstrap=bootstrap)
@@ -238,6 +240,7 @@ def build_node(settings: Settings) -> Node:
             fmt=settings.ingest.format,
             batch_max=settings.ingest.batch_max,
             linger_ms=settings.ingest.linger_ms,
+            fetch_max_wait_ms=settings.broker.fetch_wait_ms(),
         )
     outputs = app.fraudnet_outputs
 

@@ -108,7 +108,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         # The embedded broker cannot create topics (its controller id is no
         # broker); it auto-creates them with 4 partitions. A real cluster can.
         topic_allow_declare=not settings.embedded_broker,
-        topic_partitions=settings.broker.partitions,
+        topic_partitions=settings.broker.topic_partitions(),
         topic_replication_factor=1 if settings.embedded_broker else 3,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -118,8 +118,8 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         autodiscover=False,
         loghandlers=[],
     )
-    app.fraudnet_fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
-    outputs = _FaustOutputs(app, names, settings.broker.partitions)
+    app.fraudnet_fetch_max_wait_ms = settings.broker.fetch_wait_ms()
+    outputs = _FaustOutputs(app, names, settings.broker.topic_partitions())
     runtime.attach(outputs)
 
     @app.agent(outputs.tx_batch, name="decide")
@@ -133,9 +133,10 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
     if not settings.embedded_broker:
         from .state_table import StateTable
 
-        table = StateTable(app, settings.broker.partitions)
+        table = StateTable(app, settings.broker.topic_partitions())
     snaps = FeatureSnapshots(
-        runtime.core.scorer, settings.node_dir / "state" / "features", settings.broker.partitions,
+        runtime.core.scorer, settings.node_dir / "state" / "features",
+        settings.broker.snapshot_shards(),
         store=getattr(runtime.dedup, "store", runtime.dedup), table=table,
     )  # fmt: skip
     if table is not None:

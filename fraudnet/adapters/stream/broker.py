@@ -11,6 +11,8 @@ the consumer's progress (see ``ingest.py``). Topics are auto-created with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from confluent_kafka import KafkaException, Producer
 
 from fraudnet.errors import UnavailableError
@@ -37,6 +39,22 @@ class EmbeddedBroker:
         self._handle = handle
         self.bootstrap = brokers[0]
         return self.bootstrap
+
+    def create_topics(self, names: Iterable[str], timeout: float = 10.0) -> None:
+        """Create ``names`` now (a producer's metadata request auto-creates a topic).
+
+        Otherwise the first producer into ``tx-in`` creates it, and the ingest
+        consumer, subscribed to a topic that did not exist, only sees it at its next
+        metadata refresh and group rebalance: the first records waited ~4.6 s.
+        """
+        if self._handle is None:
+            raise RuntimeError("EmbeddedBroker.create_topics before start()")
+        for name in names:
+            try:
+                self._handle.list_topics(topic=name, timeout=timeout)
+            except KafkaException as e:
+                msg = f"embedded broker: cannot create topic {name}: {e}"
+                raise UnavailableError(msg) from None
 
     def stop(self) -> None:
         if self._handle is not None:

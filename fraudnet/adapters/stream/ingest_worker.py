@@ -92,7 +92,7 @@ class IngestWorker:
         # the names of stream/app.py's TopicNames (not imported: it pulls in Faust)
         self.tx_in, self.tx_batch = f"{prefix}.tx-in", f"{prefix}.tx-batch"
         self.dead_topic = f"{prefix}.dead-letters"
-        self.partitions = s.broker.partitions
+        self.partitions = s.broker.topic_partitions()
         self.fmt = s.ingest.format
         self.batch_max = s.ingest.batch_max
         self.linger_s = s.ingest.linger_ms / 1000
@@ -114,7 +114,7 @@ class IngestWorker:
                 "group.id": f"fraudnet-{s.node.name}-ingest",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": s.broker.fetch_wait_ms(),
                 "max.partition.fetch.bytes": 4 * 1024 * 1024,
                 "log_level": 3,
             }
