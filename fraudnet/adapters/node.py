@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,10 +218,11 @@ def build_node(settings: Settings) -> Node:
         core, dedup, metrics, max_inflight_batches=settings.ingest.max_inflight_batches
     )
 
-    async def audit_decisions(decisions: Sequence[Decision], path: str) -> None:
+    def audit_decisions(decisions: Sequence[Decision], path: str) -> Awaitable[int]:
         origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"
-        # validated and encoded per batch: same bytes as one decision_record per decision
-        await audit.append_bodies_durable(decision_bodies(decisions, actor=actor, origin=origin))
+        # validated and encoded per batch: same bytes as one decision_record per decision;
+        # appended now, in decision order, and committed at once (runtime._start_hooks)
+        return audit.start_bodies(decision_bodies(decisions, actor=actor, origin=origin))
 
     runtime.decision_hooks.append(audit_decisions)
     app = create_app(settings, bootstrap, runtime)

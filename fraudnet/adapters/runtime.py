@@ -60,9 +60,11 @@ log = logging.getLogger("fraudnet.node")
 #: label kind -> label value (1 = fraud, 0 = retraction of a fraud label)
 LABEL_VALUES = {"fraud": 1, "chargeback": 1, "false_positive": 0, "genuine": 0}
 
-#: called with (decisions, path) after scoring and before anything is acknowledged;
-#: e.g. the audit log's durable append. An exception aborts the acknowledgement.
-DecisionHook = Callable[[Sequence[Decision], str], Awaitable[None]]
+#: called with (decisions, path) right after scoring, in decision order, before anything
+#: is acknowledged; e.g. the audit log's durable append. The call should start the work
+#: (the audit log appends and starts its commit in the call) and return what to await;
+#: an exception, raised or awaited, aborts the acknowledgement.
+DecisionHook = Callable[[Sequence[Decision], str], Awaitable[Any]]
 
 
 def now_us() -> int:
@@ -122,7 +124,7 @@ class NodeRuntime:
         self._api_arrivals: list[int] = []
         self._api_flush: asyncio.Task[None] | None = None
         self._api_queue: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]] = []
-        self._api_group: asyncio.Future[None] | None = None
+        self._api_scheduled = False
         self._api_tasks: set[asyncio.Future[None]] = set()
         self._notifies: set[asyncio.Future[None]] = set()
         self.batches_decided = 0
@@ -248,10 +250,11 @@ class NodeRuntime:
             self._release_one()
             return
         decisions, fresh, dups = self._decide_begin(records, arrivals, now, "stream")
+        started = self._start_hooks(decisions, "stream")
         self.metrics.batch_size.observe(len(records))
         prev = self._tail
         self._tail = asyncio.ensure_future(
-            self._complete(prev, decisions, fresh, dups, batch_id, "stream")
+            self._complete(prev, decisions, fresh, dups, batch_id, "stream", started)
         )
 
     def _decide_begin(
@@ -290,13 +293,33 @@ class NodeRuntime:
         self._pending.update(d.tx_id for d in decisions)
         return decisions, fresh, dups
 
+    def _start_hooks(self, decisions: Sequence[Decision], path: str) -> list[Awaitable[Any]]:
+        """Call the decision hooks now, in this loop step (so the audit log appends in
+        decision order and its commit starts at once); a hook that raises gives an
+        awaitable that raises, so the failure aborts the acknowledgement as before."""
+        if not decisions:
+            return []
+        out: list[Awaitable[Any]] = []
+        for hook in self.decision_hooks:
+            try:
+                out.append(hook(decisions, path))
+            except Exception as e:
+                failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                failed.set_exception(e)
+                out.append(failed)
+        return out
+
     async def _make_durable(
-        self, decisions: Sequence[Decision], fresh: Sequence[TxRecord], path: str
+        self,
+        decisions: Sequence[Decision],
+        fresh: Sequence[TxRecord],
+        path: str,
+        started: Sequence[Awaitable[Any]],
     ) -> None:
         try:
             if decisions:
-                for hook in self.decision_hooks:
-                    await hook(decisions, path)
+                for waiting in started:
+                    await waiting
                 self._record(decisions, fresh)
         finally:
             self._pending.difference_update(d.tx_id for d in decisions)
@@ -321,15 +344,16 @@ class NodeRuntime:
         dups: int,
         batch_id: str,
         path: str,
+        started: Sequence[Awaitable[Any]],
     ) -> None:
         fut = self._waiters.pop(batch_id, None) if batch_id else None
         external = batch_id.startswith(EXTERNAL_BATCH_PREFIX)
-        # Start making this batch durable now, while earlier batches still wait for
-        # theirs: its audit records are appended in arrival order (these tasks start in
-        # FIFO order and append before their first await) and ride the same group
-        # commit. Awaiting the previous batch first keeps acknowledgements in order.
-        # (Awaiting ``prev`` before appending serialised one fsync per batch: ADR 0500.)
-        durable = asyncio.ensure_future(self._make_durable(decisions, fresh, path))
+        # This batch's audit records were appended when it was decided (_start_hooks),
+        # in arrival order, and ride the group commit running then; it is recorded as
+        # soon as they are durable, while earlier batches may still wait for theirs.
+        # Awaiting the previous batch keeps acknowledgements in order. (Awaiting
+        # ``prev`` before appending serialised one fsync per batch: ADR 0500.)
+        durable = asyncio.ensure_future(self._make_durable(decisions, fresh, path, started))
         try:
             if prev is not None:
                 await prev
@@ -412,56 +436,73 @@ class NodeRuntime:
         if isinstance(adm, DeadLetter):
             await self.publish_dead_letters([adm])
             return DecideResult(decision=None, dead_letter=adm)
-        fut: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[DecideResult] = loop.create_future()
         self._api_queue.append((adm, arrival, fut))
-        if self._api_group is None or self._api_group.done():
+        if not self._api_scheduled:
             # runs on the next loop iteration: every request parsed before then joins
-            self._api_group = asyncio.ensure_future(self._decide_api_group())
+            self._api_scheduled = True
+            loop.call_soon(self._decide_api_group)
         return await fut
 
-    async def _decide_api_group(self) -> None:
-        """Decide every queued request as one group; at most ``API_GROUPS`` groups wait
-        for their audit commit at a time.
+    def _decide_api_group(self) -> None:
+        """Decide every queued request as one group (a loop callback); at most
+        ``API_GROUPS`` groups wait for their audit commit at a time.
 
-        This task takes the queue (every request parsed before it ran) and hands the
-        group to its own task, which decides it at once (one de-dup query, one scorer
-        call, one audit append) and answers after the audit commit that covers it. With
-        one group waiting, the next is decided and appended during that group's fsync
-        and rides the very next commit; beyond ``API_GROUPS`` waiting groups, requests
-        stay queued and form one larger group when a group completes (each group costs
-        two SQLite transactions and a scorer call, so under load fewer, larger groups
-        keep up where one group per loop iteration would not). Either this task or the
-        completion of a waiting group takes the queue: no request is left behind.
+        The group is decided here, in this loop step (one de-dup query, one scorer
+        call, one journal entry, and the audit append, which starts its commit), and
+        handed to a task that answers each request after the commit that covers it.
+        With one group waiting, the next is decided and appended during that group's
+        fsync and rides the very next commit; beyond ``API_GROUPS`` waiting groups,
+        requests stay queued and form one larger group when a group completes (each
+        group costs two SQLite transactions and a scorer call, so under load fewer,
+        larger groups keep up where one group per loop iteration would not). Either
+        this callback or the completion of a waiting group takes the queue: no request
+        is left behind.
         """
+        self._api_scheduled = False
         if len(self._api_tasks) >= API_GROUPS:
             return  # a completing group schedules the next collection
         items, self._api_queue = self._api_queue, []
-        if items:
-            t = asyncio.ensure_future(self._decide_api_items(items))
-            self._api_tasks.add(t)
-            t.add_done_callback(self._api_group_done)
-
-    def _api_group_done(self, t: asyncio.Future[None]) -> None:
-        self._api_tasks.discard(t)
-        if self._api_queue and (self._api_group is None or self._api_group.done()):
-            self._api_group = asyncio.ensure_future(self._decide_api_group())
-
-    async def _decide_api_items(
-        self, items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]]
-    ) -> None:
+        if not items:
+            return
+        recs = [it[0] for it in items]
         try:
-            recs = [it[0] for it in items]
             decisions, fresh, _dups = self._decide_begin(recs, [it[1] for it in items],
                                                          self.clock(), "api")  # fmt: skip
-            by_id = {d.tx_id: d for d in decisions}
-            await self._make_durable(decisions, fresh, "api")
+            started = self._start_hooks(decisions, "api")
         except BaseException as e:
             for _, _, f in items:  # each caller answers 500; nothing was acknowledged
                 if not f.done():
                     f.set_exception(e)
             return
-        for (adm, arrival, f), d in zip(items, (by_id.pop(r.tx_id, None) for r in recs),
-                                        strict=True):  # fmt: skip
+        t = asyncio.ensure_future(self._answer_api_items(items, decisions, fresh, started))
+        self._api_tasks.add(t)
+        t.add_done_callback(self._api_group_done)
+
+    def _api_group_done(self, t: asyncio.Future[None]) -> None:
+        self._api_tasks.discard(t)
+        if self._api_queue and not self._api_scheduled:
+            self._api_scheduled = True
+            asyncio.get_running_loop().call_soon(self._decide_api_group)
+
+    async def _answer_api_items(
+        self,
+        items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]],
+        decisions: list[Decision],
+        fresh: list[TxRecord],
+        started: Sequence[Awaitable[Any]],
+    ) -> None:
+        try:
+            await self._make_durable(decisions, fresh, "api", started)
+        except BaseException as e:
+            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
+                if not f.done():
+                    f.set_exception(e)
+            return
+        by_id = {d.tx_id: d for d in decisions}
+        for adm, arrival, f in items:
+            d = by_id.pop(adm.tx_id, None)
             if d is None:  # decided before, or right now by the stream path / this group
                 res = DecideResult(decision=None, duplicate_of=self.dedup.get(adm.tx_id))
             else:

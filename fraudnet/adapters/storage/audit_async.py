@@ -70,13 +70,26 @@ class AsyncAuditLog:
             raise self._error
         return await self._await_durable(self.log.append_bodies(bodies))
 
+    def start_bodies(self, bodies: Sequence[bytes]) -> asyncio.Future[int]:
+        """Append now (in this loop step) and return a future of the last seq, done once
+        the records are on disk: appends keep the caller's order, and the commit starts
+        at once when none is running. Raises like :meth:`append_bodies_durable`."""
+        if self._closing:
+            raise InternalError("audit log: start_bodies after aclose()")
+        if self._error is not None:
+            raise self._error
+        return self._waiter(self.log.append_bodies(bodies))
+
     async def _await_durable(self, last: int) -> int:
+        return await self._waiter(last)
+
+    def _waiter(self, last: int) -> asyncio.Future[int]:
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._waiters.append((last, fut))
         if not self._committing:
             self._start_commit(loop)
-        return await fut
+        return fut
 
     def _start_commit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Submit one commit for every waiter queued so far (on the loop)."""
