@@ -141,3 +141,69 @@ def test_requests_arriving_during_a_group_fsync_are_decided(tmp_path: Path) -> N
         return [r.decision.tx_id for r in results if r.decision is not None]
 
     assert asyncio.run(main()) == [f"api-{i}" for i in range(1, 6)]
+
+
+def test_hooks_run_in_the_deciding_step_in_decision_order(tmp_path: Path) -> None:
+    """The audit hook is called when a group is decided, before any completion task
+    runs: groups decided while an earlier group's hook is still pending are appended
+    after it, in order."""
+
+    async def main() -> tuple[list[list[str]], list[str]]:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        topics.release.set()
+        rt.attach(topics)
+        calls: list[list[str]] = []
+        release = asyncio.get_running_loop().create_future()
+
+        def hook(decisions: Sequence[Decision], path: str) -> asyncio.Future[None]:
+            calls.append([d.tx_id for d in decisions])  # runs now, not when awaited
+            return release
+
+        rt.decision_hooks.append(hook)
+        first = asyncio.ensure_future(rt.decide_now(_tx(1), source="t", arrival=1))
+        async with asyncio.timeout(5):
+            while not calls:
+                await asyncio.sleep(0)
+        later = [asyncio.ensure_future(rt.decide_now(_tx(i), source="t", arrival=1))
+                 for i in (2, 3)]  # fmt: skip
+        async with asyncio.timeout(5):
+            while len(calls) < 2:  # decided and appended while the first still waits
+                await asyncio.sleep(0)
+        assert not first.done()
+        release.set_result(None)
+        res = await asyncio.wait_for(asyncio.gather(first, *later), 5)
+        return calls, [r.decision.tx_id for r in res if r.decision is not None]
+
+    calls, answered = asyncio.run(main())
+    assert calls == [["api-1"], ["api-2", "api-3"]]
+    assert answered == ["api-1", "api-2", "api-3"]
+
+
+def test_a_hook_that_raises_aborts_the_acknowledgement(tmp_path: Path) -> None:
+    """A failing durable write (raised by the hook when called) answers the caller with
+    the error; nothing is recorded as decided and nothing is published."""
+
+    async def main() -> tuple[BaseException | None, NodeRuntime, list[str]]:
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), DedupStore(tmp_path / "d.sqlite"),
+                         NodeMetrics())  # fmt: skip
+        topics = BlockingTopics()
+        topics.release.set()
+        rt.attach(topics)
+
+        def broken(decisions: Sequence[Decision], path: str) -> asyncio.Future[None]:
+            raise OSError("disk full")
+
+        rt.decision_hooks.append(broken)
+        err: BaseException | None = None
+        try:
+            await asyncio.wait_for(rt.decide_now(_tx(1), source="t", arrival=1), 5)
+        except OSError as e:
+            err = e
+        await rt.flush_api()
+        return err, rt, topics.decisions
+
+    err, rt, published = asyncio.run(main())
+    assert isinstance(err, OSError) and "disk full" in str(err)
+    assert rt.dedup.count() == 0 and published == []
