@@ -221,7 +221,7 @@ def build_node(settings: Settings) -> Node:
     def audit_decisions(decisions: Sequence[Decision], path: str) -> Awaitable[int]:
         origin = "api" if path == "api" else f"stream:{settings.broker.topic_prefix}.tx-in"
         # validated and encoded per batch: same bytes as one decision_record per decision;
-        # appended now, in decision order, and committed at once (runtime._start_hooks)
+        # appended now, in decision order, and committed at once (NodeRuntime.start_hooks)
         return audit.start_bodies(decision_bodies(decisions, actor=actor, origin=origin))
 
     runtime.decision_hooks.append(audit_decisions)

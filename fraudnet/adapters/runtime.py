@@ -10,7 +10,7 @@ Two paths reach the same core and the same state:
 * stream: ingest (Kafka ``tx-in`` or ``POST /v1/ingest``) -> one internal
   ``tx-batch`` message per batch -> the Faust agent calls
   :meth:`NodeRuntime.on_tx_batch` -> decisions -> one ``decisions`` message.
-* sync: ``POST /v1/decide`` -> :meth:`NodeRuntime.decide_now` -> the core,
+* sync: ``POST /v1/decide`` -> :meth:`NodeRuntime.decide_now` (``api_path.py``) -> the core,
   directly (a broker round trip cannot meet an authorisation budget); the
   transaction and its decision are then published like any other.
 """
@@ -39,6 +39,8 @@ from fraudnet.core.records import (
 )
 from fraudnet.errors import InputError
 
+from .api_path import ApiPath, DecideResult
+from .labels import apply_label
 from .metrics import NodeMetrics
 from .storage.dedup import DedupStore
 from .stream.dedup_filter import FilteredDedup
@@ -48,17 +50,11 @@ __all__ = [
     "now_us",
 ]  # fmt: skip
 
-#: POST /v1/decide groups that may wait for their audit commit at the same time
-API_GROUPS = 2
-
 #: batch ids of batches published by the ingest process (stream/ingest_proc.py): their
 #: capacity is the child's to track; the runtime reports each one decided instead
 EXTERNAL_BATCH_PREFIX = "x:"
 
 log = logging.getLogger("fraudnet.node")
-
-#: label kind -> label value (1 = fraud, 0 = retraction of a fraud label)
-LABEL_VALUES = {"fraud": 1, "chargeback": 1, "false_positive": 0, "genuine": 0}
 
 #: called with (decisions, path) right after scoring, in decision order, before anything
 #: is acknowledged; e.g. the audit log's durable append. The call should start the work
@@ -88,13 +84,6 @@ class BatchResult:
     duplicates: int
 
 
-@dataclass(frozen=True, slots=True)
-class DecideResult:
-    decision: Decision | None
-    dead_letter: DeadLetter | None = None
-    duplicate_of: tuple[str, float, int] | None = None
-
-
 class NodeRuntime:
     def __init__(
         self,
@@ -119,13 +108,8 @@ class NodeRuntime:
         self._waiters: dict[str, asyncio.Future[BatchResult]] = {}
         self._inflight = 0
         self._capacity: asyncio.Condition | None = None
-        self._api_decisions: list[Decision] = []
-        self._api_txs: list[TxRecord] = []
-        self._api_arrivals: list[int] = []
-        self._api_flush: asyncio.Task[None] | None = None
-        self._api_queue: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]] = []
-        self._api_scheduled = False
-        self._api_tasks: set[asyncio.Future[None]] = set()
+        #: POST /v1/decide (api_path.py)
+        self.api = ApiPath(self)
         self._notifies: set[asyncio.Future[None]] = set()
         self.batches_decided = 0
         #: seconds spent validating/pseudonymising (ingest) and deciding (core + scorer)
@@ -249,15 +233,15 @@ class NodeRuntime:
             await self.publish_dead_letters([dl])
             self._release_one()
             return
-        decisions, fresh, dups = self._decide_begin(records, arrivals, now, "stream")
-        started = self._start_hooks(decisions, "stream")
+        decisions, fresh, dups = self.decide_begin(records, arrivals, now, "stream")
+        started = self.start_hooks(decisions, "stream")
         self.metrics.batch_size.observe(len(records))
         prev = self._tail
         self._tail = asyncio.ensure_future(
             self._complete(prev, decisions, fresh, dups, batch_id, "stream", started)
         )
 
-    def _decide_begin(
+    def decide_begin(
         self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int, path: str
     ) -> tuple[list[Decision], list[TxRecord], int]:
         """De-duplicate and decide (no await). Decided ids stay in ``_pending``
@@ -293,7 +277,7 @@ class NodeRuntime:
         self._pending.update(d.tx_id for d in decisions)
         return decisions, fresh, dups
 
-    def _start_hooks(self, decisions: Sequence[Decision], path: str) -> list[Awaitable[Any]]:
+    def start_hooks(self, decisions: Sequence[Decision], path: str) -> list[Awaitable[Any]]:
         """Call the decision hooks now, in this loop step (so the audit log appends in
         decision order and its commit starts at once); a hook that raises gives an
         awaitable that raises, so the failure aborts the acknowledgement as before."""
@@ -309,7 +293,7 @@ class NodeRuntime:
                 out.append(failed)
         return out
 
-    async def _make_durable(
+    async def make_durable(
         self,
         decisions: Sequence[Decision],
         fresh: Sequence[TxRecord],
@@ -348,12 +332,12 @@ class NodeRuntime:
     ) -> None:
         fut = self._waiters.pop(batch_id, None) if batch_id else None
         external = batch_id.startswith(EXTERNAL_BATCH_PREFIX)
-        # This batch's audit records were appended when it was decided (_start_hooks),
+        # This batch's audit records were appended when it was decided (start_hooks),
         # in arrival order, and ride the group commit running then; it is recorded as
         # soon as they are durable, while earlier batches may still wait for theirs.
         # Awaiting the previous batch keeps acknowledgements in order. (Awaiting
         # ``prev`` before appending serialised one fsync per batch: ADR 0500.)
-        durable = asyncio.ensure_future(self._make_durable(decisions, fresh, path, started))
+        durable = asyncio.ensure_future(self.make_durable(decisions, fresh, path, started))
         try:
             if prev is not None:
                 await prev
@@ -385,152 +369,20 @@ class NodeRuntime:
             for d, r in zip(decisions, records, strict=True)
         )
 
-    # -- labels -------------------------------------------------------------------
+    # -- labels and the synchronous path (labels.py, api_path.py) ---------------------
     def on_label(self, value: bytes) -> None:
-        """Apply one label event (JSON ``{tx_id, kind, event_time_us}``). Never raises.
+        """Apply one label event (see :func:`~fraudnet.adapters.labels.apply_label`)."""
+        apply_label(self, value)
 
-        The transaction is looked up in the de-dup store (which keeps its event
-        time and entity references); a scorer with ``apply_labels`` folds it into
-        label-based features, which use it only once it is older than the label
-        delay. ``fraud`` and ``chargeback`` mark fraud, ``false_positive`` and
-        ``genuine`` retract it.
-        """
-        try:
-            obj = json.loads(value)
-            kind = str(obj["kind"])
-            tx_id = str(obj["tx_id"])
-        except (ValueError, KeyError, TypeError):
-            self.metrics.labels.labels(kind="invalid").inc()
-            return
-        entity = self.dedup.lookup_entity(tx_id)
-        if entity is None or kind not in LABEL_VALUES:
-            self.metrics.labels.labels(kind="unknown_tx" if entity is None else "invalid").inc()
-            return
-        ts_us, _card_ref, terminal_ref = entity
-        apply = getattr(self.core.scorer, "apply_labels", None)
-        if apply is not None:
-            import numpy as np
-
-            apply(
-                np.array([key64(terminal_ref)], dtype=np.uint64),
-                np.array([ts_us / 1e6], dtype=np.float64),
-                np.array([LABEL_VALUES[kind]], dtype=np.int8),
-            )
-        self.metrics.labels.labels(kind=kind).inc()
-
-    # -- synchronous decision path (POST /v1/decide) -----------------------------
     async def decide_now(
         self, raw: Mapping[str, Any], *, source: str, arrival: int
     ) -> DecideResult:
-        """Validate and decide one transaction now (``POST /v1/decide``).
-
-        Requests that arrive while the loop is busy are decided together: one
-        de-dup query, one scorer call, one audit append and one de-dup insert per
-        group (see :meth:`_decide_api_group`), each answer after its audit fsync.
-        """
-        now = self.clock()
-        adm = self.core.admit_one(
-            raw, source=source, location="body", now_us=now, payload=_dump(raw)
-        )
-        self.metrics.received.labels(path="api").inc()
-        if isinstance(adm, DeadLetter):
-            await self.publish_dead_letters([adm])
-            return DecideResult(decision=None, dead_letter=adm)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[DecideResult] = loop.create_future()
-        self._api_queue.append((adm, arrival, fut))
-        if not self._api_scheduled:
-            # runs on the next loop iteration: every request parsed before then joins
-            self._api_scheduled = True
-            loop.call_soon(self._decide_api_group)
-        return await fut
-
-    def _decide_api_group(self) -> None:
-        """Decide every queued request as one group (a loop callback); at most
-        ``API_GROUPS`` groups wait for their audit commit at a time.
-
-        The group is decided here, in this loop step (one de-dup query, one scorer
-        call, one journal entry, and the audit append, which starts its commit), and
-        handed to a task that answers each request after the commit that covers it.
-        With one group waiting, the next is decided and appended during that group's
-        fsync and rides the very next commit; beyond ``API_GROUPS`` waiting groups,
-        requests stay queued and form one larger group when a group completes (each
-        group costs two SQLite transactions and a scorer call, so under load fewer,
-        larger groups keep up where one group per loop iteration would not). Either
-        this callback or the completion of a waiting group takes the queue: no request
-        is left behind.
-        """
-        self._api_scheduled = False
-        if len(self._api_tasks) >= API_GROUPS:
-            return  # a completing group schedules the next collection
-        items, self._api_queue = self._api_queue, []
-        if not items:
-            return
-        recs = [it[0] for it in items]
-        try:
-            decisions, fresh, _dups = self._decide_begin(recs, [it[1] for it in items],
-                                                         self.clock(), "api")  # fmt: skip
-            started = self._start_hooks(decisions, "api")
-        except BaseException as e:
-            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
-                if not f.done():
-                    f.set_exception(e)
-            return
-        t = asyncio.ensure_future(self._answer_api_items(items, decisions, fresh, started))
-        self._api_tasks.add(t)
-        t.add_done_callback(self._api_group_done)
-
-    def _api_group_done(self, t: asyncio.Future[None]) -> None:
-        self._api_tasks.discard(t)
-        if self._api_queue and not self._api_scheduled:
-            self._api_scheduled = True
-            asyncio.get_running_loop().call_soon(self._decide_api_group)
-
-    async def _answer_api_items(
-        self,
-        items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]],
-        decisions: list[Decision],
-        fresh: list[TxRecord],
-        started: Sequence[Awaitable[Any]],
-    ) -> None:
-        try:
-            await self._make_durable(decisions, fresh, "api", started)
-        except BaseException as e:
-            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
-                if not f.done():
-                    f.set_exception(e)
-            return
-        by_id = {d.tx_id: d for d in decisions}
-        for adm, arrival, f in items:
-            d = by_id.pop(adm.tx_id, None)
-            if d is None:  # decided before, or right now by the stream path / this group
-                res = DecideResult(decision=None, duplicate_of=self.dedup.get(adm.tx_id))
-            else:
-                self._api_decisions.append(d)
-                self._api_txs.append(adm)
-                self._api_arrivals.append(arrival)
-                res = DecideResult(decision=d)
-            if not f.done():
-                f.set_result(res)
-        if self._api_decisions and (self._api_flush is None or self._api_flush.done()):
-            self._api_flush = asyncio.ensure_future(self._flush_api_soon())
-
-    async def _flush_api_soon(self, delay: float = 0.005) -> None:
-        await asyncio.sleep(delay)  # coalescing window: many API decisions, one message
-        await self.flush_api()
+        """Validate and decide one transaction now (``POST /v1/decide``; api_path.py)."""
+        return await self.api.decide_now(raw, source=source, arrival=arrival)
 
     async def flush_api(self) -> None:
-        """Publish the API path's decisions (and transactions) until none are left.
-
-        Decisions made while a send is in flight are picked up by the next
-        round of this loop: no flush task is scheduled for them meanwhile.
-        """
-        while self._api_decisions:
-            decisions, self._api_decisions = self._api_decisions, []
-            txs, self._api_txs = self._api_txs, []
-            arrivals, self._api_arrivals = self._api_arrivals, []
-            await self.topics.send_decisions(encode_decisions(decisions))
-            await self.topics.send_api_tx(encode_tx_batch(txs, arrivals))
+        """Publish the API path's decisions (and transactions) until none are left."""
+        await self.api.flush()
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for in-flight batches, then flush API outputs."""
@@ -542,21 +394,13 @@ class NodeRuntime:
                     cond.wait_for(lambda: self._inflight == 0),
                     max(0.0, deadline - asyncio.get_running_loop().time()),
                 )
-        if self._api_flush is not None:
-            self._api_flush.cancel()
+        self.api.cancel_pending_flush()
         await self.flush_api()
         if self.snapshots is not None:
             try:
                 await self.snapshots.snapshot_all()
             except Exception as e:
                 log.error("final feature snapshot failed: %r", e)
-
-
-def _dump(raw: Any) -> str:
-    try:
-        return json.dumps(raw, default=str)[:2048]
-    except (TypeError, ValueError):
-        return repr(raw)[:2048]
 
 
 def _as_tx_error(e: InputError, source: str) -> Any:
