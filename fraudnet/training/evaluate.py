@@ -35,6 +35,7 @@ from .train import choose, combo_key, feature_sets_of, replay_features, train, v
 __all__ = ["evaluate"]
 
 MODES = ("central", "isolated", "network")
+_SUMMED = ("average_precision", "auc_roc", "card_precision_at_100")
 
 
 def evaluate(
@@ -74,13 +75,17 @@ def evaluate(
     cls, fs = cands[0], fss[0]
     val_total: dict[str, float] = {}
     if len(cands) * len(fss) > 1:
-        # one choice for all nodes: the best summed validation AP (validation folds only)
+        # one choice for all nodes: train.choose over the validation metrics summed across
+        # nodes (ranks of sums = ranks of means; central mode: one node's means)
+        val_sum: dict[str, dict[str, float]] = {}
         for sub, x in zip(subs, xs, strict=True):
             val = validate_combos(sub, x, start_day, train_days, delay_days, cands, fss, jobs)
             for n, m in val.items():
-                val_total[n] = val_total.get(n, 0.0) + m["average_precision"]
-        best = choose({n: {"average_precision": v, "card_precision_at_100": 0.0}
-                       for n, v in val_total.items()}, combo_key(cls, fs))  # fmt: skip
+                acc = val_sum.setdefault(n, dict.fromkeys(_SUMMED, 0.0))
+                for metric in _SUMMED:
+                    acc[metric] += m[metric]
+        val_total = {n: m["average_precision"] for n, m in val_sum.items()}
+        best = choose(val_sum, combo_key(cls, fs))
         cls, fs = best.split("@", 1)
     extra: dict[str, Any] = {}
     train_rows = 0
