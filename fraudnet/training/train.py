@@ -43,6 +43,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from fraudnet.core.features import (
     FEATURE_NAMES,
@@ -173,7 +174,11 @@ def fit(name: str, x: F64, y: npt.NDArray[np.int8], jobs: int = 1) -> Any:
         raise ConfigError(f"model: unknown candidate {name!r} (known: {', '.join(CANDIDATES)})")
     if len(np.unique(y)) < 2:
         raise InputError("training period has only one class (no frauds or no genuine)")
-    return CANDIDATES[name](jobs).fit(x, y)
+    # OpenMP (HistGradientBoosting) gets the cores --jobs grants, like joblib: left at every
+    # core, its spinning threads collapse when other jobs share the machine (an hgb fit took
+    # 90-130 s instead of 1.5-6 s on the loaded 2-core test box, session 4)
+    with threadpool_limits(limits=max(1, jobs), user_api="openmp"):
+        return CANDIDATES[name](jobs).fit(x, y)
 
 
 @dataclass(frozen=True)
