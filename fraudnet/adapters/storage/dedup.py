@@ -64,6 +64,8 @@ class DedupStore:
         self.audit_size: Callable[[], int] = lambda: 0
         #: first tx id of a pending intent -> its journal seq
         self._intent_of: dict[str, int] = {}
+        #: second connection that checkpoints the WAL (see :meth:`defer_checkpoints`)
+        self._ckpt_db: sqlite3.Connection | None = None
 
     def intend(self, decisions: Sequence[Decision], records: Sequence[TxRecord], path: str) -> int:
         """Journal a batch just folded into the feature state (before its audit append).
@@ -184,6 +186,33 @@ class DedupStore:
             if n < chunk:
                 return total
 
+    def defer_checkpoints(self) -> None:
+        """Stop commits on this connection from checkpointing the WAL; :meth:`checkpoint`
+        (from a worker thread) does it instead.
+
+        By default the commit that takes the WAL past 1,000 pages copies it into the
+        database and fsyncs it, inside that commit: on the node's event loop that was a
+        10-15 ms stall every few dozen batches (de-dup insert of 24 rows into ~1 M: p50
+        0.26 ms, p99 13 ms; without it p99 0.74 ms; ADR 0504)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        if self._ckpt_db is None:
+            self._ckpt_db = sqlite3.connect(str(self.path), isolation_level=None,
+                                            check_same_thread=False)  # fmt: skip
+            self._ckpt_db.execute("PRAGMA synchronous=NORMAL")
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL into the database from the second connection, PASSIVE (never waits
+        for or blocks the writer); returns (WAL frames, frames checkpointed). Only after
+        :meth:`defer_checkpoints`; call it from one worker thread at a time."""
+        if self._ckpt_db is None:
+            return (0, 0)
+        _busy, log_frames, done = self._ckpt_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(log_frames), int(done)
+
     def close(self) -> None:
+        if self._ckpt_db is not None:
+            self._ckpt_db.close()
+            self._ckpt_db = None
         with self._lock:
             self._db.close()

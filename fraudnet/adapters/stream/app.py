@@ -37,6 +37,9 @@ __all__ = ["NodeApp", "TopicNames", "create_app"]
 
 log = logging.getLogger("fraudnet.stream")
 
+#: seconds between checkpoints of the de-dup store's WAL (storage/dedup.py)
+DEDUP_CHECKPOINT_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
@@ -173,6 +176,17 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         if n or dropped:
             log.info("de-dup: %d ids older than the retention deleted, %d filters dropped",
                      n, dropped)  # fmt: skip
+
+    # the WAL is checkpointed here, in a worker thread, not inside the loop's commits
+    store = runtime.dedup.store
+    store.defer_checkpoints()
+
+    @app.timer(interval=DEDUP_CHECKPOINT_S)  # type: ignore[untyped-decorator]
+    async def checkpoint_dedup() -> None:
+        try:
+            await asyncio.to_thread(store.checkpoint)
+        except Exception as e:  # the WAL only grows until the next one succeeds
+            log.error("de-dup WAL checkpoint failed: %r", e)
 
     trim = heap_trimmer() if settings.node.heap_trim_s > 0 else None
     if trim is not None:  # glibc: freed heap memory goes back to the kernel (memtrace.py)
