@@ -102,9 +102,7 @@ class ApiPath:
                                                          self.rt.clock(), "api")  # fmt: skip
             started = self.rt.start_hooks(decisions, "api")
         except BaseException as e:
-            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
-                if not f.done():
-                    f.set_exception(e)
+            _fail(items, e)
             return
         t = asyncio.ensure_future(self._answer(items, decisions, fresh, started))
         self._tasks.add(t)
@@ -126,9 +124,7 @@ class ApiPath:
         try:
             await self.rt.make_durable(decisions, fresh, "api", started)
         except BaseException as e:
-            for _, _, f in items:  # each caller answers 500; nothing was acknowledged
-                if not f.done():
-                    f.set_exception(e)
+            _fail(items, e)
             return
         by_id = {d.tx_id: d for d in decisions}
         for adm, arrival, f in items:
@@ -165,6 +161,14 @@ class ApiPath:
     def cancel_pending_flush(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
+
+
+def _fail(items: list[tuple[TxRecord, int, asyncio.Future[DecideResult]]],
+          e: BaseException) -> None:  # fmt: skip
+    """Each caller answers 500; nothing of the group was acknowledged."""
+    for _, _, f in items:
+        if not f.done():
+            f.set_exception(e)
 
 
 def _dump(raw: Any) -> str:

@@ -137,10 +137,10 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         from .state_table import StateTable
 
         table = StateTable(app, settings.broker.topic_partitions())
+    store = runtime.dedup.store
     snaps = FeatureSnapshots(
         runtime.core.scorer, settings.node_dir / "state" / "features",
-        settings.broker.snapshot_shards(),
-        store=getattr(runtime.dedup, "store", runtime.dedup), table=table,
+        settings.broker.snapshot_shards(), store=store, table=table,
     )  # fmt: skip
     if table is not None:
         table.on_recovered = snaps.adopt
@@ -178,7 +178,6 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
                      n, dropped)  # fmt: skip
 
     # the WAL is checkpointed here, in a worker thread, not inside the loop's commits
-    store = runtime.dedup.store
     store.defer_checkpoints()
 
     @app.timer(interval=DEDUP_CHECKPOINT_S)  # type: ignore[untyped-decorator]
