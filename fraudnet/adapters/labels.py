@@ -47,4 +47,3 @@ def apply_label(rt: NodeRuntime, value: bytes) -> None:
             np.array([LABEL_VALUES[kind]], dtype=np.int8),
         )
     rt.metrics.labels.labels(kind=kind).inc()
-

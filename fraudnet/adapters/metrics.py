@@ -39,7 +39,8 @@ class NodeMetrics:
         )
         self.shed = Counter("fraudnet_http_shed", "Requests refused with 503", registry=r)
         self.inflight_batches = Gauge(
-            "fraudnet_ingest_inflight_batches", "Internal batches produced, not yet decided",
+            "fraudnet_ingest_inflight_batches",
+            "Internal batches produced, not yet decided",
             registry=r,
         )
         self.batch_size = Histogram(

@@ -89,6 +89,4 @@ class BaselineScorer:
     def restore(self, data: bytes) -> None:
         obj = msgpack.unpackb(data)
         # snapshots written before the card-testing rule hold 4 values per card
-        self._cards = {
-            int(k): ([float(x) for x in v] + [0.0] * 5)[:5] for k, v in obj.items()
-        }
+        self._cards = {int(k): ([float(x) for x in v] + [0.0] * 5)[:5] for k, v in obj.items()}

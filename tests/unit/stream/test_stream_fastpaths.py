@@ -80,7 +80,12 @@ def test_amount_fast_path_matches_decimal(raw: str, currency: str) -> None:
 
 @pytest.mark.parametrize(
     "tx_id",
-    ["4111111111111111", "pay-4111111111111111-x", "id:4111 1111 1111 1111", "x4111-1111-1111-1111"],
+    [
+        "4111111111111111",
+        "pay-4111111111111111-x",
+        "id:4111 1111 1111 1111",
+        "x4111-1111-1111-1111",
+    ],
 )
 def test_tx_id_containing_a_card_number_is_dead_lettered_not_fatal(tx_id: str) -> None:
     core = NodeCore(BaselineScorer(), SECRET)
