@@ -130,7 +130,7 @@ class ApiPath:
         for adm, arrival, f in items:
             d = by_id.pop(adm.tx_id, None)
             if d is None:  # decided before, or right now by the stream path / this group
-                res = DecideResult(decision=None, duplicate_of=self.rt.dedup.get(adm.tx_id))
+                res = DecideResult(decision=None, duplicate_of=self.rt.decided_before(adm.tx_id))
             else:
                 self._decisions.append(d)
                 self._txs.append(adm)
@@ -138,6 +138,8 @@ class ApiPath:
                 res = DecideResult(decision=d)
             if not f.done():
                 f.set_result(res)
+        # the answers are written first (their handlers were woken above)
+        self.rt.schedule_after_ack(decisions, fresh, "api")
         if self._decisions and (self._flush is None or self._flush.done()):
             self._flush = asyncio.ensure_future(self._flush_soon())
 

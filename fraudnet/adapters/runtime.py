@@ -115,7 +115,11 @@ class NodeRuntime:
         #: seconds spent validating/pseudonymising (ingest) and deciding (core + scorer)
         self.admit_seconds = 0.0
         self.decide_seconds = 0.0
-        self._pending: set[str] = set()
+        #: decided ids whose de-dup rows are not committed yet (count as seen)
+        self._pending: dict[str, Decision] = {}
+        #: after_ack calls scheduled and not yet run (see :meth:`recorded`)
+        self._acks_due = 0
+        self._no_acks_due: asyncio.Event | None = None
         self._tail: asyncio.Future[None] | None = None
         self._fatal = False
         #: periodic feature-state snapshots (stream/snapshots.py), written once more on drain
@@ -248,7 +252,7 @@ class NodeRuntime:
         until :meth:`_complete` has recorded them, so the API path and the
         stream path can never decide the same id twice concurrently."""
         ids = [r.tx_id for r in records]
-        seen = self.dedup.seen_many(ids) | (self._pending.intersection(ids))
+        seen = self.dedup.seen_many(ids) | (self._pending.keys() & ids)
         fresh: list[TxRecord] = []
         fresh_arr: list[int] = []
         for r, a in zip(records, arrivals, strict=True):
@@ -269,12 +273,10 @@ class NodeRuntime:
         try:
             self.dedup.store.intend(decisions, fresh, path)
         except Exception as e:  # the journal is part of the durable record: fail-stop
-            log.critical("cannot journal decided transactions; stopping the node: %r", e)
-            if self.on_fatal is not None and not self._fatal:
-                self._fatal = True
-                self.on_fatal(e)
+            self._fail_stop("cannot journal decided transactions", e)
             raise
-        self._pending.update(d.tx_id for d in decisions)
+        for d in decisions:
+            self._pending[d.tx_id] = d
         return decisions, fresh, dups
 
     def start_hooks(self, decisions: Sequence[Decision], path: str) -> list[Awaitable[Any]]:
@@ -300,13 +302,52 @@ class NodeRuntime:
         path: str,
         started: Sequence[Awaitable[Any]],
     ) -> None:
+        """Wait until the decisions are durable (the awaitables of :meth:`start_hooks`:
+        the audit log's fsync). The caller then acknowledges them and calls
+        :meth:`after_ack`; if this raises, nothing may be acknowledged."""
+        try:
+            for waiting in started if decisions else ():
+                await waiting
+        except BaseException:
+            self._forget(decisions)
+            raise
+
+    def schedule_after_ack(
+        self, decisions: Sequence[Decision], fresh: Sequence[TxRecord], path: str
+    ) -> None:
+        """Run :meth:`after_ack` in a later loop step (``call_soon``: after the callbacks
+        already queued, such as the woken HTTP handlers or the producer's send)."""
+        self._acks_due += 1
+        if self._no_acks_due is not None:
+            self._no_acks_due.clear()
+        asyncio.get_running_loop().call_soon(self.after_ack, decisions, fresh, path)
+
+    async def recorded(self) -> None:
+        """Return once every scheduled :meth:`after_ack` has run (drain, tests)."""
+        if self._acks_due:
+            if self._no_acks_due is None:
+                self._no_acks_due = asyncio.Event()
+            await self._no_acks_due.wait()
+
+    def after_ack(
+        self, decisions: Sequence[Decision], fresh: Sequence[TxRecord], path: str
+    ) -> None:
+        """After the acknowledgement (scheduled with ``call_soon`` once the answers or the
+        decisions message are on their way): the de-dup rows and the journal confirmation
+        (one SQLite transaction), metrics, decided hooks. Until then the ids count as
+        seen through the pending map; a crash before the de-dup commit is settled at
+        start from the journal (storage/journal.py); a failed commit stops the node."""
         try:
             if decisions:
-                for waiting in started:
-                    await waiting
                 self._record(decisions, fresh)
+        except Exception as e:
+            self._fail_stop("cannot record decided transactions", e)
+            return
         finally:
-            self._pending.difference_update(d.tx_id for d in decisions)
+            self._forget(decisions)
+            self._acks_due -= 1
+            if not self._acks_due and self._no_acks_due is not None:
+                self._no_acks_due.set()
         # per batch, not per decision: a labelled child lookup costs more than the update
         outcomes = Counter(d.outcome for d in decisions)
         for outcome, n in outcomes.items():
@@ -319,6 +360,28 @@ class NodeRuntime:
                 after(decisions, fresh)
             except Exception:  # a bug in a consumer of decisions must not lose them
                 log.exception("decided hook failed")
+
+    def _forget(self, decisions: Sequence[Decision]) -> None:
+        pending = self._pending
+        for d in decisions:
+            pending.pop(d.tx_id, None)
+
+    def decided_before(self, tx_id: str) -> tuple[str, float, int] | None:
+        """(outcome, score, decided_at_us) of an id decided earlier: from SQLite, or from
+        the pending map while its de-dup row is not written yet."""
+        d = self._pending.get(tx_id)
+        if d is not None:
+            return (d.outcome, d.score, d.decided_at_us)
+        return self.dedup.get(tx_id)
+
+    def _fail_stop(self, what: str, e: BaseException) -> None:
+        """Stop the node (once) rather than decide without a durable record."""
+        if self._fatal:
+            return
+        log.critical("%s; stopping the node: %r", what, e)
+        self._fatal = True
+        if self.on_fatal is not None:
+            self.on_fatal(e)
 
     async def _complete(
         self,
@@ -348,18 +411,19 @@ class NodeRuntime:
             if external and self.on_external_done is not None:
                 self.on_external_done(batch_id)
         except Exception as e:
-            # The audit log or the de-dup store failed: nothing of this batch was
+            # The journal or the audit log failed: nothing of this batch was
             # acknowledged. Fail-stop rather than decide without a durable record.
-            log.critical("cannot record decisions durably; stopping the node: %r", e)
             if fut is not None and not fut.done():
                 fut.set_exception(e)
-            if self.on_fatal is not None and not self._fatal:
-                self._fatal = True
-                self.on_fatal(e)
+            self._fail_stop("cannot record decisions durably", e)
             return
         finally:
             if not external:
                 self._release_one()
+            if durable.done() and not durable.cancelled() and durable.exception() is None:
+                # after the decisions message is handed to the producer (its send task
+                # runs first): de-dup rows, metrics, decided hooks
+                self.schedule_after_ack(decisions, fresh, path)
         if fut is not None and not fut.done():
             fut.set_result(BatchResult(decided=len(decisions), duplicates=dups))
 
@@ -396,6 +460,7 @@ class NodeRuntime:
                 )
         self.api.cancel_pending_flush()
         await self.flush_api()
+        await self.recorded()  # de-dup rows and journal confirmations before the snapshots
         if self.snapshots is not None:
             try:
                 await self.snapshots.snapshot_all()

@@ -8,8 +8,8 @@ node runs a trained model, so it keeps window state (snapshots + journal).
 
 Kill points, spread over the durable path (see
 ``fraudnet/adapters/storage/journal_faults.py``): after the journal intent
-(mid-batch, before the audit append), after the audit fsync (before the de-dup
-commit), right after the de-dup commit (before the answer), right after an
+(mid-batch, before the audit append), after the audit fsync and the answer (before
+the de-dup commit), right after the de-dup commit, right after an
 acknowledgement (the sender kills on its n-th HTTP 200), during a snapshot
 write (file fsynced, not renamed) and right after it, during start (journal
 replay, settling intents, or a random moment before the node is ready), and

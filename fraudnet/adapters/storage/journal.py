@@ -7,8 +7,9 @@ Theory of operation (see docs/adr/0510-crash-recovery.md):
    *intent* row here: the batch's fold inputs (pseudonymised keys, event
    time, amount, label), its decisions and the audit log position before
    them. Rows are numbered ``seq`` in fold order.
-2. Once the audit log has the decisions on disk, the de-dup rows are
-   inserted and the intent is *confirmed*, in one SQLite transaction
+2. Once the audit log has the decisions on disk (and they are acknowledged:
+   the runtime keeps their ids as seen in memory meanwhile), the de-dup rows
+   are inserted and the intent is *confirmed*, in one SQLite transaction
    (:meth:`~fraudnet.adapters.storage.dedup.DedupStore.add_many`).
 3. A feature snapshot of a shard records the journal ``seq`` it covers
    (every batch folded before the snapshot has a ``seq <=`` it). Confirmed

@@ -10,8 +10,9 @@ Points (in the order a batch passes them):
 
 ==========================  ===================================================
 ``journal.intent``          after the journal intent commit, before the audit append
-``dedup.commit``            after the audit fsync, before the de-dup/confirm commit
-``dedup.committed``         after the de-dup commit, before the acknowledgement
+``dedup.commit``            after the audit fsync and the acknowledgement, before the
+                            de-dup/confirm commit
+``dedup.committed``         right after the de-dup commit
 ``snapshot.write``          shard file written and fsynced, not yet renamed
 ``snapshot.written``        shard file renamed, journal not yet truncated
 ``restore.replay``          at start, between two re-folded journal batches

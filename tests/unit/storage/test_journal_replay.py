@@ -225,8 +225,17 @@ def test_the_runtime_journals_each_fold_and_stops_when_it_cannot(tmp_path: Path)
         rt.on_fatal = fatal.append
         tx = {"tx_id": "j1", "timestamp": 1_714_564_800, "card": "c1", "terminal_id": "T1",
               "amount": "12.50"}  # fmt: skip
-        assert (await rt.decide_now(tx, source="t", arrival=1)).decision is not None
-        assert store.journal.last_seq == 1 and not store.journal.unconfirmed()
+        first = (await rt.decide_now(tx, source="t", arrival=1)).decision
+        assert first is not None
+        assert store.journal.last_seq == 1
+        assert [i.seq for i in store.journal.unconfirmed()] == [1]  # answered first ...
+        assert rt.decided_before("j1") == (first.outcome, first.score, first.decided_at_us)
+        assert store.get("j1") is None  # (from memory: the de-dup row is not written yet)
+        await rt.recorded()
+        assert not store.journal.unconfirmed()  # ... then de-dup row + confirmation
+        again = await rt.decide_now(tx, source="t", arrival=2)
+        assert again.decision is None
+        assert again.duplicate_of == (first.outcome, first.score, first.decided_at_us)
         assert [len(c) for _, c in store.journal.batches_between(0)] == [1]
 
         def broken(*a: Any, **k: Any) -> int:
