@@ -129,6 +129,8 @@ def build_http_app(
             {
                 **runtime.core.counters.as_dict(),
                 "inflight_batches": runtime.inflight_batches,
+                # the stream consumer's current fetch wait: the idle back-off (ADR 0505)
+                "fetch_wait_ms": getattr(runtime.fetch_wait, "wait_ms", None),
                 "batches_decided": runtime.batches_decided,
                 "admit_seconds": round(runtime.admit_seconds, 6),
                 "decide_seconds": round(runtime.decide_seconds, 6),

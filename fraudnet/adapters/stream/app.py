@@ -31,7 +31,7 @@ from ..memtrace import heap_trimmer
 from ..runtime import NodeRuntime
 from .dedup_filter import generation_for
 from .snapshots import FeatureSnapshots
-from .transport import FastTransport
+from .transport import FastTransport, FetchWait
 
 __all__ = ["NodeApp", "TopicNames", "create_app"]
 
@@ -70,6 +70,7 @@ class NodeApp(faust.App):
     fraudnet_worker: Any
 
     fraudnet_fetch_max_wait_ms: int = 10
+    fraudnet_fetch_wait: FetchWait | None = None
 
     def _new_transport(self) -> Any:
         return FastTransport(self.conf.broker_consumer, self)
@@ -122,6 +123,10 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         loghandlers=[],
     )
     app.fraudnet_fetch_max_wait_ms = settings.broker.fetch_wait_ms()
+    # the consumer's fetch wait, idle back-off included (transport.py; /v1/stats shows it)
+    app.fraudnet_fetch_wait = runtime.fetch_wait = FetchWait(
+        settings.broker.fetch_wait_ms(), settings.broker.idle_fetch_wait_ms()
+    )
     outputs = _FaustOutputs(app, names, settings.broker.topic_partitions())
     runtime.attach(outputs)
 

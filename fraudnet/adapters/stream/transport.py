@@ -65,11 +65,10 @@ class _Thread(fa.AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
-        busy = int(getattr(self.app, "fraudnet_fetch_max_wait_ms", 10))
-        idle = int(getattr(self.app, "fraudnet_idle_fetch_max_wait_ms", busy))
+        policy = getattr(self.app, "fraudnet_fetch_wait", None)
         consumer = self._consumer
-        if idle > busy and consumer is not None:
-            adapt_fetch_wait(consumer._fetcher, FetchWait(busy, idle))
+        if policy is not None and policy.idle_ms > policy.busy_ms and consumer is not None:
+            adapt_fetch_wait(consumer._fetcher, policy)
 
 
 def adapt_fetch_wait(fetcher: Any, policy: FetchWait) -> None:
