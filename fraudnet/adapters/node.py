@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -379,6 +380,12 @@ class _Lifecycle(Service):
 
     async def on_started(self) -> None:
         node = self.node
+        # Everything allocated so far (modules, Faust, the model, restored state) lives as
+        # long as the node: moved out of the collector's generations, a full collection
+        # scans only what was allocated since -- 1 ms instead of 60-75 ms of loop pause,
+        # which held ~70 POST /v1/decide answers at once (ADR 0505).
+        gc.collect()
+        gc.freeze()
         ep = node.endpoints()
         run_dir = node.settings.node_dir / "run"
         run_dir.mkdir(exist_ok=True)
