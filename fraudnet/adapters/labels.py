@@ -34,7 +34,7 @@ def apply_label(rt: NodeRuntime, value: bytes) -> None:
     except (ValueError, KeyError, TypeError):
         rt.metrics.labels.labels(kind="invalid").inc()
         return
-    entity = rt.dedup.lookup_entity(tx_id)
+    entity = rt.lookup_entity(tx_id)  # also decided but not yet in the de-dup table
     if entity is None or kind not in LABEL_VALUES:
         rt.metrics.labels.labels(kind="unknown_tx" if entity is None else "invalid").inc()
         return

@@ -113,21 +113,31 @@ class DedupStore:
         One SQLite transaction per call (call it once per batch); it also confirms the
         journal intent of the batch (:meth:`intend`) whose first tx id leads ``rows``.
         """
-        rows = list(rows)
+        self.add_batches([list(rows)])
+
+    def add_batches(
+        self, batches: Sequence[Sequence[tuple[str, str, float, int, int, bytes, bytes]]]
+    ) -> None:
+        """:meth:`add_many` for several batches in one SQLite transaction (each batch's
+        rows, then its intent confirmed): fewer commits, and fewer WAL frames, since a page
+        several batches change is written once."""
         journal_faults.hit("dedup.commit")
         with self._lock:
-            seq = self._intent_of.pop(rows[0][0], None) if rows else None
+            seqs = [self._intent_of.pop(b[0][0], None) if b else None for b in batches]
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO decided VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT OR IGNORE INTO decided VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [r for b in batches for r in b],
                 )
-                if seq is not None:
-                    self.journal.confirm(seq)
+                for seq in seqs:
+                    if seq is not None:
+                        self.journal.confirm(seq)
             except BaseException:
                 self._db.execute("ROLLBACK")
-                if seq is not None:
-                    self._intent_of[rows[0][0]] = seq
+                for b, seq in zip(batches, seqs, strict=True):
+                    if seq is not None:
+                        self._intent_of[b[0][0]] = seq
                 raise
             self._db.execute("COMMIT")
         journal_faults.hit("dedup.committed")

@@ -229,6 +229,12 @@ class FilteredDedup:
         self.store.add_many(rows)
         self._mark(rows)
 
+    def add_batches(self, batches: Sequence[Sequence[Row]]) -> None:
+        """:meth:`DedupStore.add_batches` (one SQLite transaction), then mark the ids."""
+        self.store.add_batches(batches)
+        for b in batches:
+            self._mark(list(b))
+
     def _mark(self, rows: list[Row]) -> None:
         if not rows:
             return

@@ -248,3 +248,46 @@ def test_the_runtime_journals_each_fold_and_stops_when_it_cannot(tmp_path: Path)
 
     asyncio.run(main())
     assert len(fatal) == 1 and "disk full" in str(fatal[0])
+
+
+def test_de_dup_rows_of_many_groups_are_written_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the answers, the de-dup rows and journal confirmations of every group decided
+    within RECORD_DELAY_S go to SQLite together; until then the ids count as seen."""
+    from fraudnet.adapters import runtime as runtime_mod
+    from fraudnet.adapters.metrics import NodeMetrics
+    from fraudnet.adapters.runtime import NodeRuntime
+    from fraudnet.core.pipeline import NodeCore
+    from fraudnet.core.scoring import BaselineScorer
+
+    monkeypatch.setattr(runtime_mod, "RECORD_DELAY_S", 3600.0)  # only recorded() flushes
+
+    async def main() -> None:
+        store = DedupStore(tmp_path / "d.sqlite")
+        rt = NodeRuntime(NodeCore(BaselineScorer(), b"s" * 32), store, NodeMetrics())
+        rt.attach(_Topics())
+        writes: list[int] = []
+        add_batches = store.add_batches
+
+        def counted(batches: Any) -> None:
+            writes.append(len(batches))
+            add_batches(batches)
+
+        store.add_batches = counted  # type: ignore[method-assign]
+        txs = [{"tx_id": f"g{i}", "timestamp": 1_714_564_800 + i, "card": f"c{i}",
+                "terminal_id": "T1", "amount": "5.00"} for i in range(6)]  # fmt: skip
+        for tx in txs:  # one group each: the previous answer came before the next request
+            assert (await rt.decide_now(tx, source="t", arrival=1)).decision is not None
+        assert writes == [] and store.count() == 0  # answered, rows not yet written
+        dup = await rt.decide_now(txs[2], source="t", arrival=1)
+        assert dup.decision is None and dup.duplicate_of is not None  # seen from memory
+        ent = rt.lookup_entity("g2")  # a label by tx id finds it too (labels.py)
+        assert ent is not None and ent[0] == (1_714_564_800 + 2) * 1_000_000
+        await rt.recorded()
+        assert writes == [6] and store.count() == 6  # six groups, one transaction
+        assert rt.lookup_entity("g2") == ent == store.lookup_entity("g2")
+        assert not store.journal.unconfirmed()
+        store.close()
+
+    asyncio.run(main())
