@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,11 +399,13 @@ def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window:
     warm = _warm_up(ep)
     reader = Reader(ep["broker"], ep["topics"]["decisions"], ep["topics"]["dead_letters"])
     reader.start()
-    t = stream_phase(ep, reader, "t", rate=0, seconds=seconds, count=max_tx, window=window,
-                     linger_ms=5)  # fmt: skip
-    lt = stream_phase(ep, reader, "l", rate=latency_rate, seconds=latency_seconds,
-                      count=10**9, window=window, linger_ms=LATENCY_PRODUCER_LINGER_MS)  # fmt: skip
-    http = asyncio.run(_http_load(ep["api"], ep["token"], http_rate, http_seconds))
+    with _no_collector():
+        t = stream_phase(ep, reader, "t", rate=0, seconds=seconds, count=max_tx, window=window,
+                         linger_ms=5)  # fmt: skip
+        lt = stream_phase(ep, reader, "l", rate=latency_rate, seconds=latency_seconds,
+                          count=10**9, window=window,
+                          linger_ms=LATENCY_PRODUCER_LINGER_MS)  # fmt: skip
+        http = asyncio.run(_http_load(ep["api"], ep["token"], http_rate, http_seconds))
     ok = http["status"].get(200, 0)
     deadline = time.monotonic() + 30
     while reader.acked("h") < ok and time.monotonic() < deadline:
@@ -417,6 +421,22 @@ def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window:
     if reader.is_alive():
         raise RuntimeError("bench reader did not stop within 60 s")
     return {"t": t, "lt": lt, "http": http, "stats": stats, "rss": rss, "warm": warm}
+
+
+@contextlib.contextmanager
+def _no_collector() -> Iterator[None]:
+    """The measuring process (HTTP client, decisions reader) runs its phases without its
+    cyclic garbage collector: a full collection in it once stopped the client for tens of
+    milliseconds ~15 s into the HTTP phase and ~50 answers were timed late, which is not
+    the node's latency (ADR 0505). What it allocates is freed by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def _child_pids(pid: int) -> list[int]:
