@@ -263,8 +263,8 @@ class NodeRuntime:
         self, records: Sequence[TxRecord], arrivals: Sequence[int], now: int, path: str
     ) -> tuple[list[Decision], list[TxRecord], int]:
         """De-duplicate and decide (no await). Decided ids stay in ``_pending``
-        until :meth:`_complete` has recorded them, so the API path and the
-        stream path can never decide the same id twice concurrently."""
+        until their de-dup rows are written (:meth:`flush_records`), so the API
+        path and the stream path can never decide the same id twice concurrently."""
         ids = [r.tx_id for r in records]
         seen = self.dedup.seen_many(ids) | (self._pending.keys() & ids)
         fresh: list[TxRecord] = []
