@@ -214,10 +214,13 @@ class IngestDriver(threading.Thread):
                 resumed = None
                 if progress.exists():  # what a re-run starts from
                     resumed = int(json.loads(progress.read_text())["acked"])
+                # one transaction per request, one at a time: the file takes about as long
+                # as the API half, so kills land mid-file and re-runs resume (with batches
+                # of 8 the file was done before any kill and no run ever resumed)
                 p = subprocess.run(
                     [*FRAUDNET, "ingest", str(f), "--node", self.node.url, "--token-file",
                      str(self.node.dir / "api.token"), "--state", str(progress),
-                     "--batch", "8", "--concurrency", "2", "--retry-for", "2", "-q"],
+                     "--batch", "1", "--concurrency", "1", "--retry-for", "2", "-q"],
                     capture_output=True, text=True, timeout=120, check=False,
                 )  # fmt: skip
                 summary = None
