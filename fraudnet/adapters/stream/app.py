@@ -69,7 +69,7 @@ class NodeApp(faust.App):
     fraudnet_outputs: _FaustOutputs
     fraudnet_worker: Any
 
-    fraudnet_fetch_max_wait_ms: int = 10
+    #: the consumer's fetch wait, idle back-off included (transport.py)
     fraudnet_fetch_wait: FetchWait | None = None
 
     def _new_transport(self) -> Any:
@@ -122,7 +122,6 @@ def create_app(settings: Settings, bootstrap: str, runtime: NodeRuntime) -> Node
         autodiscover=False,
         loghandlers=[],
     )
-    app.fraudnet_fetch_max_wait_ms = settings.broker.fetch_wait_ms()
     # the consumer's fetch wait, idle back-off included (transport.py; /v1/stats shows it)
     app.fraudnet_fetch_wait = runtime.fetch_wait = FetchWait(
         settings.broker.fetch_wait_ms(), settings.broker.idle_fetch_wait_ms()

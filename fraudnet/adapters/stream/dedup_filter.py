@@ -156,8 +156,7 @@ class FilteredDedup:
         self._blooms = self._build()
         #: ids recorded but not yet marked in a filter (marked in batches of SMALL_BATCH),
         #: and the span of their decision times
-        self._unflushed: list[str] = []
-        self._unflushed_set: set[str] = set()
+        self._unflushed: dict[str, None] = {}  # insertion-ordered; also a membership test
         self._unflushed_us = (0, 0)
 
     def _build(self) -> list[BloomIds]:
@@ -208,7 +207,7 @@ class FilteredDedup:
         if not tx_ids:
             return set()
         if len(tx_ids) < self.small_batch:
-            pending = self._unflushed_set
+            pending = self._unflushed
             ask = [t for t in tx_ids if t in pending or self._maybe_one(t)]
         else:
             self._flush()
@@ -238,8 +237,7 @@ class FilteredDedup:
     def _mark(self, rows: list[Row]) -> None:
         if not rows:
             return
-        self._unflushed += [r[0] for r in rows]
-        self._unflushed_set.update(r[0] for r in rows)
+        self._unflushed.update(dict.fromkeys(r[0] for r in rows))
         lo, hi = min(r[3] for r in rows), max(r[3] for r in rows)
         old_lo, old_hi = self._unflushed_us
         self._unflushed_us = (min(lo, old_lo) if old_lo else lo, max(hi, old_hi))
@@ -248,8 +246,7 @@ class FilteredDedup:
 
     def _flush(self) -> None:
         """Mark the ids added since the last flush (always before the filter is read)."""
-        ids, self._unflushed = self._unflushed, []
-        self._unflushed_set = set()
+        ids, self._unflushed = list(self._unflushed), {}
         (lo, hi), self._unflushed_us = self._unflushed_us, (0, 0)
         if not ids:
             return

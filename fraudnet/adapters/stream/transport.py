@@ -18,6 +18,8 @@ from faust.transport.drivers import aiokafka as fa
 
 __all__ = ["IDLE_AFTER_EMPTY_FETCHES", "FastTransport", "FetchWait"]
 
+#: the fetch wait of an app without a FetchWait (the benchmark's floor agent)
+DEFAULT_FETCH_WAIT_MS = 10
 #: empty fetches in a row after which the consumer counts as idle (about 50 ms at 1 ms)
 IDLE_AFTER_EMPTY_FETCHES = 50
 
@@ -57,7 +59,8 @@ class FetchWait:
 class _Thread(fa.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        wait = int(getattr(self.app, "fraudnet_fetch_max_wait_ms", 10))
+        policy = getattr(self.app, "fraudnet_fetch_wait", None)  # NodeApp: from [broker]
+        wait = policy.busy_ms if policy is not None else DEFAULT_FETCH_WAIT_MS
         if not hasattr(consumer, "_fetch_max_wait_ms"):  # aiokafka changed: fail loudly
             raise RuntimeError("aiokafka consumer has no _fetch_max_wait_ms; update transport.py")
         consumer._fetch_max_wait_ms = wait
