@@ -84,6 +84,12 @@ class BrokerSettings:
     #: (POST /v1/decide p50 7.6 -> 5.2 ms at 1,000 req/s, ADR 0505). 0 = auto:
     #: EMBEDDED_IDLE_FETCH_WAIT_MS on the embedded broker, the fetch wait on a real cluster
     idle_fetch_max_wait_ms: int = 0
+    #: embedded broker only: delete the records of the node's transaction hand-off topics
+    #: (tx-in, tx-batch) once the node's consumer groups have committed past them. The
+    #: embedded broker walks a partition's log from its oldest message set on every
+    #: fetch, so a log kept full to its ~5 MiB cap slows every hop (ADR 0506). Topics
+    #: others read (decisions, dead letters, tx-api, labels) are kept as before.
+    trim_consumed: bool = True
 
     def topic_partitions(self) -> int:
         """Internal partitions the node shards cards over (see ``partitions``)."""
@@ -358,6 +364,7 @@ topic_prefix = "fraudnet"
 partitions = 0                 # 0 = auto: 1 on the embedded broker, 4 on a real cluster
 fetch_max_wait_ms = 0          # 0 = auto: 1 ms embedded, 100 ms real cluster (ADR 0001)
 idle_fetch_max_wait_ms = 0     # ... once idle (Faust consumer); 0 = auto: 5 ms embedded (ADR 0505)
+trim_consumed = true           # embedded: delete input records once consumed (ADR 0506)
 
 [api]
 listen = "{api_listen}"

@@ -47,6 +47,7 @@ from .storage.journal_recovery import settle_intents
 from .storage.keys import load_api_token, load_local_secret, load_node_key
 from .stream.app import NodeApp, create_app
 from .stream.broker import EmbeddedBroker
+from .stream.broker_trim import ConsumedTrimmer
 from .stream.ingest import IngestService
 from .stream.ingest_proc import IngestProcess
 
@@ -144,6 +145,7 @@ class Node:
     dedup: DedupStore
     audit: AsyncAuditLog
     actor: str
+    trimmer: Any = None  # ConsumedTrimmer on the embedded broker ([broker] trim_consumed)
     network: Any = None  # NetworkBridge when [p2p] is configured
     policy: Any = None  # PolicyService when DIR/policy/active.toml exists
     model: Any = None  # ModelService (deploys, drift metrics)
@@ -151,7 +153,8 @@ class Node:
 
     @property
     def services(self) -> list[Service]:
-        extra = [s for s in (self.network, self.policy, self.model) if s is not None]
+        extra = [s for s in (self.trimmer, self.network, self.policy, self.model)
+                 if s is not None]  # fmt: skip
         return [self.ingest, self.http, *extra]
 
     def endpoints(self) -> dict[str, Any]:
@@ -262,6 +265,14 @@ def build_node(settings: Settings) -> Node:
     tls = (settings.api.tls_cert, settings.api.tls_key) if settings.api.tls_cert else None
     http = HttpService(http_app, settings.api.listen, tls=tls)
     node = Node(settings, broker, bootstrap, core, runtime, app, ingest, http, dedup, audit, actor)
+    if broker is not None and broker.can_delete and settings.broker.trim_consumed:
+        # the node's own input topics, below what its consumer groups committed (ADR 0506)
+        node.trimmer = runtime.broker_trim = ConsumedTrimmer(
+            bootstrap,
+            {f"fraudnet-{settings.node.name}-ingest": [names.tx_in],
+             app.conf.id: [names.tx_batch]},
+            broker.delete_records,
+        )  # fmt: skip
     if "p2p" in settings.extra:
         node.network = _build_network(settings, node_key, runtime, audit, actor)
         core.network_refs = node.network.network_refs

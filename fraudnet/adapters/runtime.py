@@ -140,6 +140,8 @@ class NodeRuntime:
         self.on_fatal: Callable[[BaseException], None] | None = None
         #: the stream consumer's fetch wait policy (stream/transport.py FetchWait), if any
         self.fetch_wait: Any = None
+        #: the embedded broker's ConsumedTrimmer, if any (/v1/stats shows its progress)
+        self.broker_trim: Any = None
         #: called with the id of each decided ``x:`` batch (the ingest process's), in order
         self.on_external_done: Callable[[str], None] | None = None
 

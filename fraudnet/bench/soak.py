@@ -236,8 +236,11 @@ def run_soak(*, model: Path | None, minutes: float, rate: float, http_rate: floa
              fill_phases: int = 4) -> dict[str, Any]:  # fmt: skip
     load0 = os.getloadavg()
     model = model or _train_model(workdir)
+    # trim_consumed off: the soak holds every topic at the embedded broker's cap on purpose
+    # (the worst case for memory); deleting consumed input records would hide it (ADR 0506)
     keys = {"retention_days": repr(dedup_retention_s / 86_400),
-            "prune_interval_s": repr(float(prune_interval_s))}  # fmt: skip
+            "prune_interval_s": repr(float(prune_interval_s)),
+            "trim_consumed": "false"}  # fmt: skip
     fills: list[dict[str, Any]] = []
     with bench_node(model, workdir, 256, sample_s, keys) as run:
         ep, topics = run.ep, run.ep["topics"]

@@ -131,6 +131,8 @@ def build_http_app(
                 "inflight_batches": runtime.inflight_batches,
                 # the stream consumer's current fetch wait: the idle back-off (ADR 0505)
                 "fetch_wait_ms": getattr(runtime.fetch_wait, "wait_ms", None),
+                # embedded broker: input records deleted once consumed (ADR 0506)
+                "broker_trim": runtime.broker_trim.stats() if runtime.broker_trim else None,
                 "batches_decided": runtime.batches_decided,
                 "admit_seconds": round(runtime.admit_seconds, 6),
                 "decide_seconds": round(runtime.decide_seconds, 6),
