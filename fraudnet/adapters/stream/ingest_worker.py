@@ -120,8 +120,10 @@ class IngestWorker:
             }
         )
         self.consumer.subscribe([self.tx_in])
+        # linger 0: the batch is already formed (one message per shard per fetch); a
+        # librdkafka linger only delayed it (node leg p50 4.5 -> 3.4 ms, ADR 0506)
         self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 0.5, "log_level": 3,
+            {"bootstrap.servers": bootstrap, "linger.ms": 0, "log_level": 3,
              "message.max.bytes": 16 * 1024 * 1024}
         )  # fmt: skip
         self.sock = socket.socket(fileno=fd)
