@@ -10,7 +10,9 @@ What runs (every part a separate process except the reader and the HTTP load):
    decisions topic, audit log), with a trained model;
 4. throughput phase ``t``: a producer process sends one JSON transaction per
    message to ``tx-in`` as fast as the node keeps up (bounded window);
-5. latency phase ``l``: the same at a fixed offered rate (default 5,000 tx/s);
+5. latency phase ``l``: the same at a fixed offered rate (default 5,000 tx/s), the
+   producer lingering ``--latency-linger-ms`` (1 ms, docs/operations.md); then phase
+   ``d``, the same again at ``--reference-linger-ms`` (librdkafka's default, 5 ms);
 6. HTTP phase ``h``: ``POST /v1/decide`` open-loop at a fixed request rate.
 
 A reader thread consumes the ``decisions`` and ``dead-letters`` topics for
@@ -157,13 +159,15 @@ def _worker(*args: str, timeout: float) -> dict[str, Any]:
     return out
 
 
-#: the latency phase's producer linger: librdkafka's default. With 1 ms (5 messages per
-#: message set at 5,000 tx/s) the embedded broker itself fell over after ~10 s: its
-#: partitions fill up to their ~5 MiB with thousands of small message sets, and a fetch
-#: then costs time in their number, so one plain producer -> consumer hop went from
-#: 1.5 ms to seconds (measured without the node, ADR 0504); with 5 ms it stays at
-#: 4.3 ms p50 / 7.6 ms p99 for 30 s. A real cluster does not degrade this way.
-LATENCY_PRODUCER_LINGER_MS = 5.0
+#: the latency phase's producer linger: what docs/operations.md recommends to a member whose
+#: producer sits in the authorisation path. ADR 0504 had to use librdkafka's default (5 ms):
+#: with 1 ms the embedded broker's partitions filled with thousands of small message sets and
+#: every fetch walked them; since the node deletes consumed tx-in records (ADR 0506) a 1 ms
+#: producer runs for minutes without that slowdown.
+LATENCY_PRODUCER_LINGER_MS = 1.0
+#: a second latency phase, same rate and length, at librdkafka's default linger (0 = none):
+#: the number for a member that keeps the default, reported next to the headline
+REFERENCE_PRODUCER_LINGER_MS = 5.0
 
 
 def stream_phase(ep: dict[str, Any], reader: Reader, name: str, *, rate: float, seconds: float,
@@ -348,7 +352,9 @@ def fsync_probe(directory: Path, n: int = 300) -> dict[str, float]:
 def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: float,
               latency_seconds: float, http_rate: float, http_seconds: float, window: int,
               floor_tx: int, workdir: Path, ingest_process: bool = False,
-              audit_fsync: bool = True) -> dict[str, Any]:  # fmt: skip
+              audit_fsync: bool = True, linger_ms: float = LATENCY_PRODUCER_LINGER_MS,
+              reference_linger_ms: float = REFERENCE_PRODUCER_LINGER_MS,
+              ) -> dict[str, Any]:  # fmt: skip
     from fraudnet.testing import run_cli, running_node
 
     load0 = os.getloadavg()
@@ -374,26 +380,29 @@ def run_bench(*, model: Path | None, seconds: float, max_tx: int, latency_rate: 
                           "warning") as ep:  # fmt: skip
             res = _run_node_phases(ep, seconds=seconds, max_tx=max_tx, window=window,
                                    latency_rate=latency_rate, latency_seconds=latency_seconds,
-                                   http_rate=http_rate, http_seconds=http_seconds)  # fmt: skip
+                                   http_rate=http_rate, http_seconds=http_seconds,
+                                   linger_ms=linger_ms,
+                                   reference_linger_ms=reference_linger_ms)  # fmt: skip
             proc = ep["proc"]
     finally:
         if before is None:
             os.environ.pop(INGEST_PROCESS_ENV, None)
         else:
             os.environ[INGEST_PROCESS_ENV] = before
-    t, lt, http, stats, rss, warm = (res.pop(k) for k in ("t", "lt", "http", "stats", "rss",
-                                                           "warm"))  # fmt: skip
+    t, lt, lr, http, stats, rss, warm = (res.pop(k) for k in ("t", "lt", "lr", "http",
+                                                               "stats", "rss", "warm"))  # fmt: skip
     ok = http["status"].get(200, 0)
     exit_code = proc.returncode
     load1 = os.getloadavg()
-    return _summary(t, lt, http, stats, rss, warm, ok, exit_code, load0, load1, ceiling, floor,
-                    model, fsync, ingest_process=ingest_process,
+    return _summary(t, lt, lr, http, stats, rss, warm, ok, exit_code, load0, load1, ceiling,
+                    floor, model, fsync, ingest_process=ingest_process,
                     audit_fsync=audit_fsync)  # fmt: skip
 
 
 def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window: int,
                      latency_rate: float, latency_seconds: float, http_rate: float,
-                     http_seconds: float) -> dict[str, Any]:  # fmt: skip
+                     http_seconds: float, linger_ms: float,
+                     reference_linger_ms: float) -> dict[str, Any]:  # fmt: skip
     import requests
 
     warm = _warm_up(ep)
@@ -403,8 +412,12 @@ def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window:
         t = stream_phase(ep, reader, "t", rate=0, seconds=seconds, count=max_tx, window=window,
                          linger_ms=5)  # fmt: skip
         lt = stream_phase(ep, reader, "l", rate=latency_rate, seconds=latency_seconds,
-                          count=10**9, window=window,
-                          linger_ms=LATENCY_PRODUCER_LINGER_MS)  # fmt: skip
+                          count=10**9, window=window, linger_ms=linger_ms)  # fmt: skip
+        lr = None
+        if reference_linger_ms:
+            lr = stream_phase(ep, reader, "d", rate=latency_rate, seconds=latency_seconds,
+                              count=10**9, window=window,
+                              linger_ms=reference_linger_ms)  # fmt: skip
         http = asyncio.run(_http_load(ep["api"], ep["token"], http_rate, http_seconds))
     ok = http["status"].get(200, 0)
     deadline = time.monotonic() + 30
@@ -420,7 +433,7 @@ def _run_node_phases(ep: dict[str, Any], *, seconds: float, max_tx: int, window:
     reader.join(60)  # closes its consumer while the broker still runs
     if reader.is_alive():
         raise RuntimeError("bench reader did not stop within 60 s")
-    return {"t": t, "lt": lt, "http": http, "stats": stats, "rss": rss, "warm": warm}
+    return {"t": t, "lt": lt, "lr": lr, "http": http, "stats": stats, "rss": rss, "warm": warm}
 
 
 @contextlib.contextmanager
@@ -447,40 +460,52 @@ def _child_pids(pid: int) -> list[int]:
     return out
 
 
-def _summary(t: dict[str, Any], lt: dict[str, Any], http: dict[str, Any], stats: dict[str, Any],
+def _summary(t: dict[str, Any], lt: dict[str, Any], lr: dict[str, Any] | None,
+             http: dict[str, Any], stats: dict[str, Any],
              rss: float, warm: dict[str, int], ok: int, exit_code: int | None,
              load0: tuple[float, float, float], load1: tuple[float, float, float],
              ceiling: dict[str, Any], floor: dict[str, Any], model: Path,
              fsync: dict[str, float], *, ingest_process: bool,
              audit_fsync: bool) -> dict[str, Any]:  # fmt: skip
     res: dict[str, Any] = {}
-    dups = t["sent"]["dup"] + lt["sent"]["dup"]
+    streams = [t, lt] + ([lr] if lr is not None else [])
+    dups = sum(p["sent"]["dup"] for p in streams)
     node_ok = (stats["received"] == stats["decided"] + stats["dead_lettered"] + stats["duplicates"]
                and stats["duplicates"] == dups
-               and stats["decided"] == t["decided"] + lt["decided"] + ok + warm["decided"]
+               and stats["decided"] == sum(p["decided"] for p in streams) + ok + warm["decided"]
                and stats["dead_lettered"]
-               == t["dead_letters"] + lt["dead_letters"] + warm["invalid"])  # fmt: skip
+               == sum(p["dead_letters"] for p in streams) + warm["invalid"])  # fmt: skip
     state = stats.get("state") or {}
-    total = t["decided"] + lt["decided"] + ok
+    total = sum(p["decided"] for p in streams) + ok
+    phases = {"throughput": t, "latency": lt, "http": http}
+    if lr is not None:
+        phases["latency_reference_linger"] = lr
     res.update(
         tx_per_s=t["tx_per_s"], p50_ms=lt["p50_ms"], p99_ms=lt["p99_ms"], p999_ms=lt["p999_ms"],
         http_p99_ms=http["p99_ms"], peak_rss_mb=rss,
         state_bytes_per_entity=state.get("bytes_per_entity"),
         ceiling_tx_per_s=ceiling["ceiling_msgs_per_s"], floor_tx_per_s=floor["floor_tx_per_s"],
-        transactions=total, seconds=round(t["seconds"] + lt["seconds"] + http["seconds"], 3),
+        transactions=total,
+        seconds=round(sum(p["seconds"] for p in streams) + http["seconds"], 3),
         ratio_to_ceiling=round(t["tx_per_s"] / ceiling["ceiling_msgs_per_s"], 4),
         ratio_to_floor=round(t["tx_per_s"] / floor["floor_tx_per_s"], 1)
         if floor["floor_tx_per_s"] else None,
-        reconciled=bool(t["reconciled"] and lt["reconciled"] and node_ok
+        reconciled=bool(all(p["reconciled"] for p in streams) and node_ok
                         and http["decisions_on_topic"] == ok == http["requests"]
                         and exit_code == 0),
         node_exit_code=exit_code, latency_offered_tx_per_s=lt["offered_rate"],
+        # the member producer's linger in the headline latency phase, and the same phase at
+        # librdkafka's default linger (ADR 0506)
+        latency_producer_linger_ms=lt["producer_linger_ms"],
+        reference_linger_ms=lr["producer_linger_ms"] if lr is not None else None,
+        reference_linger_p50_ms=lr["p50_ms"] if lr is not None else None,
+        reference_linger_p99_ms=lr["p99_ms"] if lr is not None else None,
         http_rate=http["rate"],
         # shares of the node's CPU time (whole process, start-up included)
         decide_share=round(stats["decide_seconds"] / max(1e-9, stats["cpu_seconds"]), 3),
         admit_share=round(stats.get("admit_seconds", 0.0) / max(1e-9, stats["cpu_seconds"]), 3),
         loadavg_start=[round(x, 2) for x in load0], loadavg_end=[round(x, 2) for x in load1],
-        phases={"throughput": t, "latency": lt, "http": http},
+        phases=phases,
         ceiling=ceiling, floor=floor, node_stats=stats, state=state, model=str(model),
         cpus=os.cpu_count(), ingest_process=ingest_process, audit_fsync=audit_fsync, **fsync,
     )  # fmt: skip
@@ -503,6 +528,18 @@ def _summary(t: dict[str, Any], lt: dict[str, Any], http: dict[str, Any], stats:
 )
 @click.option("--latency-rate", default=5000.0, show_default=True, help="Offered tx/s.")
 @click.option("--latency-seconds", default=30.0, show_default=True)
+@click.option(
+    "--latency-linger-ms",
+    default=LATENCY_PRODUCER_LINGER_MS,
+    show_default=True,
+    help="The producer's linger.ms in the latency phase (docs/operations.md).",
+)
+@click.option(
+    "--reference-linger-ms",
+    default=REFERENCE_PRODUCER_LINGER_MS,
+    show_default=True,
+    help="Repeat the latency phase with this producer linger.ms (librdkafka's default); 0 = no.",
+)
 @click.option("--http-rate", default=1000.0, show_default=True, help="POST /v1/decide req/s.")
 @click.option("--http-seconds", default=15.0, show_default=True)
 @click.option(
@@ -525,19 +562,22 @@ def _summary(t: dict[str, Any], lt: dict[str, Any], http: dict[str, Any], stats:
 )
 @click.option("--json", "as_json", is_flag=True)
 def cli(model: Path | None, seconds: float, max_transactions: int, latency_rate: float,
-        latency_seconds: float, http_rate: float, http_seconds: float, window: int,
+        latency_seconds: float, latency_linger_ms: float, reference_linger_ms: float,
+        http_rate: float, http_seconds: float, window: int,
         floor_transactions: int, workdir: Path | None, ingest_process: bool,
         no_audit_fsync: bool, as_json: bool) -> None:  # fmt: skip
     """The whole node under one-transaction-per-message traffic + POST /v1/decide."""
     run_and_report(run_bench, workdir, as_json,
-                   ("tx_per_s", "p50_ms", "p99_ms", "p999_ms", "http_p99_ms", "peak_rss_mb",
+                   ("tx_per_s", "p50_ms", "p99_ms", "p999_ms", "reference_linger_p99_ms",
+                    "http_p99_ms", "peak_rss_mb",
                     "state_bytes_per_entity", "ceiling_tx_per_s", "floor_tx_per_s",
                     "ratio_to_ceiling", "transactions", "seconds", "reconciled"),
                    "pipeline", model=model, seconds=seconds, max_tx=max_transactions,
                    latency_rate=latency_rate, latency_seconds=latency_seconds,
                    http_rate=http_rate, http_seconds=http_seconds, window=window,
                    floor_tx=floor_transactions, ingest_process=ingest_process,
-                   audit_fsync=not no_audit_fsync)  # fmt: skip
+                   audit_fsync=not no_audit_fsync, linger_ms=latency_linger_ms,
+                   reference_linger_ms=reference_linger_ms)  # fmt: skip
 
 
 def run_and_report(fn: Any, workdir: Path | None, as_json: bool, keys: tuple[str, ...],

@@ -29,10 +29,13 @@ def test_bench_pipeline_short_run_reconciles(tmp_path: Path, mode: list[str]) ->
     assert 0 < res["fsync_p50_ms"] <= res["fsync_p99_ms"]
     assert res["reconciled"] is True and res["node_exit_code"] == 0
     t, lt, h = (res["phases"][k] for k in ("throughput", "latency", "http"))
+    ref = res["phases"]["latency_reference_linger"]
+    assert (lt["producer_linger_ms"], ref["producer_linger_ms"]) == (1.0, 5.0)
+    assert ref["reconciled"] is True and res["reference_linger_p99_ms"] == ref["p99_ms"]
     assert t["decided"] == t["sent"]["valid"] and t["dead_letters"] == t["sent"]["invalid"]
     assert lt["decided_twice"] == 0 and t["decided_twice"] == 0
     assert h["status"] == {"200": 200} and h["decisions_on_topic"] == 200
     stats = res["node_stats"]
-    assert stats["duplicates"] == t["sent"]["dup"] + lt["sent"]["dup"]
+    assert stats["duplicates"] == t["sent"]["dup"] + lt["sent"]["dup"] + ref["sent"]["dup"]
     assert res["ceiling_tx_per_s"] > 0 and res["floor_tx_per_s"] > 0 and res["tx_per_s"] > 0
     assert res["state"]["designed_bytes_per_card"] > 0
