@@ -42,7 +42,11 @@ def test_relay_of_an_ignored_envelope_is_not_penalised() -> None:
         assert m["signals_envelopes_accepted"] == 0 or not any(
             p.signer == "bank-a" for p in b.received()
         )
-        wait_for(lambda: "bank-c" in b.svc.peer_scores(), what="a score snapshot")
+        # the score snapshot is refreshed by the host thread: wait (bounded) until it shows
+        # the author's penalty -- one run read a snapshot taken just before it (session 6)
+        wait_for(lambda: "bank-c" in b.svc.peer_scores()
+                 and b.svc.peer_scores().get("bank-a", 0.0) < 0.0,
+                 what="a score snapshot with bank-a penalised")  # fmt: skip
         assert b.svc.peer_scores()["bank-c"] >= 0.0  # the relay is never penalised
         assert b.svc.peer_scores()["bank-a"] < 0.0
     finally:
