@@ -49,21 +49,18 @@ class EmbeddedBroker:
                 cluster = MockCluster()
             except MockClusterUnavailable as e:
                 log.info("embedded broker without record deletion (mock C API: %s)", e)
+        conf = ({"bootstrap.servers": cluster.bootstrap} if cluster is not None
+                else {"test.mock.num.brokers": 1})  # fmt: skip
         try:
-            if cluster is not None:
-                handle = Producer({"bootstrap.servers": cluster.bootstrap, "log_level": 3})
-            else:
-                handle = Producer({"test.mock.num.brokers": 1, "log_level": 3})
+            handle = Producer({**conf, "log_level": 3})
             md = handle.list_topics(timeout=timeout)
+            brokers = sorted(f"{b.host}:{b.port}" for b in md.brokers.values())
+            if not brokers:
+                raise KafkaException("no broker address reported")
         except KafkaException as e:
             if cluster is not None:
                 cluster.close()
             raise UnavailableError(f"embedded broker did not start: {e}") from None
-        brokers = sorted(f"{b.host}:{b.port}" for b in md.brokers.values())
-        if not brokers:
-            if cluster is not None:
-                cluster.close()
-            raise UnavailableError("embedded broker reported no broker address")
         self._handle = handle
         self._cluster = cluster
         self.bootstrap = brokers[0]

@@ -23,6 +23,7 @@ labels) are left to the broker's own cap, as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -126,7 +127,7 @@ class ConsumedTrimmer(Service):
                         made += 1
                     self.plan.done(topic, part, below)
                 except Exception as e:
-                    self._error(f"delete {topic}[{part}] below {below}", e)
+                    self._error(f"delete {topic}[{part}]", e, f"below {below}")
         self.passes += 1
         return made
 
@@ -155,11 +156,13 @@ class ConsumedTrimmer(Service):
                 self._partitions[topic] = parts
         return parts
 
-    def _error(self, what: str, e: BaseException) -> None:
+    def _error(self, what: str, e: BaseException, detail: str = "") -> None:
         self.errors += 1
-        if what not in self._logged:  # once per kind: a stopping broker fails every pass
+        # once per kind (a fixed set: groups, topic-partitions): a stopping broker fails
+        # every pass, and a kind that named the offset would grow this set without bound
+        if what not in self._logged:
             self._logged.add(what)
-            log.warning("embedded broker trim: %s failed: %r", what, e)
+            log.warning("embedded broker trim: %s %s failed: %r", what, detail, e)
 
     # -- the thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -174,8 +177,6 @@ class ConsumedTrimmer(Service):
         self._thread.start()
 
     async def on_stop(self) -> None:
-        import asyncio
-
         await asyncio.to_thread(self.close)  # joins a pass that may wait on the broker
 
     def close(self) -> None:
